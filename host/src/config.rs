@@ -1,0 +1,244 @@
+//! Configuration: one [`Config`], from defaults, a TOML file, `CORRAL_*`
+//! environment variables and command-line flags, in rising precedence.
+//!
+//! Every key is a field below, named with its unit last. Unknown keys, in
+//! the file or the environment, are refused: a typo must not silently leave
+//! a default in place.
+//!
+//! Some settings only seed the cluster's *replicated* configuration when a
+//! fresh data directory initializes the cluster: the session timeout bounds,
+//! the data size limit, extended types and the superuser digest. They decide
+//! outcomes, so every member must agree on them; changing them later goes
+//! through the log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::machine::command::ClusterConfig;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This member's Raft node id, 1..=254.
+    pub node_id: u64,
+    /// Where the Raft log, the state and the snapshots live.
+    pub data_dir: PathBuf,
+    /// The ZooKeeper client port.
+    pub client_addr: SocketAddr,
+    /// The admin HTTP API, health and metrics.
+    pub http_addr: SocketAddr,
+
+    /// ZooKeeper's tickTime: the unit of the default session timeout bounds.
+    pub tick_time_ms: u64,
+    /// Seed of the replicated minimum session timeout; default 2 ticks.
+    pub min_session_timeout_ms: Option<u32>,
+    /// Seed of the replicated maximum session timeout; default 20 ticks.
+    pub max_session_timeout_ms: Option<u32>,
+    /// How often the leader looks for silent sessions.
+    pub session_check_ms: u64,
+    /// How long a new connection may take to send its ConnectRequest, and
+    /// its session to be committed.
+    pub handshake_timeout_ms: u64,
+    /// How long start-up may wait for a leader and for recovery.
+    pub startup_timeout_ms: u64,
+
+    /// Largest frame a client may send (jute.maxbuffer); larger closes the
+    /// connection.
+    pub max_frame_bytes: u32,
+    /// Seed of the replicated largest znode data.
+    pub max_data_bytes: u32,
+    /// Connections from one IP address; 0 means no limit.
+    pub max_connections_per_ip: u32,
+    /// Requests one connection may have in flight before the server stops
+    /// reading from it (backpressure).
+    pub max_outstanding_requests: u32,
+    /// Messages (events, replies) queued for one connection before the
+    /// server drops it as too slow.
+    pub connection_queue: u32,
+    /// Seed of the replicated `extendedTypesEnabled` (TTL nodes).
+    pub extended_types: bool,
+    /// Seed of the replicated superuser, as `user:base64(sha1(user:pass))`.
+    pub superuser_digest: Option<String>,
+    /// Four-letter words that are answered; `*` allows all.
+    pub four_letter_words: Vec<String>,
+
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    /// A snapshot is built after this many entries.
+    pub snapshot_every_entries: u64,
+    /// Entries kept in the log behind the last snapshot.
+    pub snapshot_logs_to_keep: u64,
+    /// redb page cache for the state, in bytes.
+    pub state_cache_bytes: u64,
+    /// Longest time between durable commits of the applied state.
+    pub state_sync_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node_id: 1,
+            data_dir: PathBuf::from("./corral-data"),
+            client_addr: "127.0.0.1:2181".parse().expect("valid address"),
+            http_addr: "127.0.0.1:8080".parse().expect("valid address"),
+            tick_time_ms: 2000,
+            min_session_timeout_ms: None,
+            max_session_timeout_ms: None,
+            session_check_ms: 500,
+            handshake_timeout_ms: 10_000,
+            startup_timeout_ms: 60_000,
+            max_frame_bytes: 1 << 20,
+            max_data_bytes: 1 << 20,
+            max_connections_per_ip: 60,
+            max_outstanding_requests: 1000,
+            connection_queue: 10_000,
+            extended_types: false,
+            superuser_digest: None,
+            four_letter_words: ["srvr", "stat", "ruok", "envi", "conf", "isro", "mntr"]
+                .map(String::from)
+                .to_vec(),
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            heartbeat_interval_ms: 100,
+            snapshot_every_entries: 100_000,
+            snapshot_logs_to_keep: 10_000,
+            state_cache_bytes: 64 << 20,
+            state_sync_interval_ms: 1000,
+        }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Layers defaults, the TOML file (if any), `CORRAL_*` variables and the
+    /// flags that were given, then validates the result.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        flags: impl Serialize,
+    ) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    f.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        let config: Config = fig
+            .merge(Env::prefixed("CORRAL_"))
+            .merge(Serialized::globals(flags))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !(1..=254).contains(&self.node_id) {
+            return bad(format!("node_id must be in 1..=254, not {}", self.node_id));
+        }
+        if self.min_session_timeout() > self.max_session_timeout() {
+            return bad("min_session_timeout_ms is above max_session_timeout_ms".into());
+        }
+        if self.election_timeout_min_ms >= self.election_timeout_max_ms
+            || self.heartbeat_interval_ms >= self.election_timeout_min_ms
+        {
+            return bad(
+                "need heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms"
+                    .into(),
+            );
+        }
+        for (name, v) in [
+            ("tick_time_ms", self.tick_time_ms),
+            ("session_check_ms", self.session_check_ms),
+            ("max_frame_bytes", self.max_frame_bytes as u64),
+            (
+                "max_outstanding_requests",
+                self.max_outstanding_requests as u64,
+            ),
+            ("connection_queue", self.connection_queue as u64),
+            ("snapshot_every_entries", self.snapshot_every_entries),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be above 0"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn min_session_timeout(&self) -> u32 {
+        self.min_session_timeout_ms
+            .unwrap_or((2 * self.tick_time_ms) as u32)
+    }
+
+    pub fn max_session_timeout(&self) -> u32 {
+        self.max_session_timeout_ms
+            .unwrap_or((20 * self.tick_time_ms) as u32)
+    }
+
+    /// The replicated configuration a fresh cluster starts with.
+    pub fn cluster_seed(&self) -> ClusterConfig {
+        ClusterConfig {
+            min_session_timeout_ms: self.min_session_timeout() as i32,
+            max_session_timeout_ms: self.max_session_timeout() as i32,
+            max_data_bytes: self.max_data_bytes,
+            extended_types: self.extended_types,
+            superuser_digest: self.superuser_digest.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct NoFlags {}
+
+    #[test]
+    fn layers_and_refuses_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "tick_time_ms = 100\nclient_addr = \"127.0.0.1:3000\"\n").unwrap();
+        let c = Config::load(Some(&f), NoFlags {}).unwrap();
+        assert_eq!(c.tick_time_ms, 100);
+        assert_eq!(c.min_session_timeout(), 200);
+        assert_eq!(c.client_addr.port(), 3000);
+
+        #[derive(Serialize)]
+        struct Port {
+            client_addr: &'static str,
+        }
+        let c = Config::load(
+            Some(&f),
+            Port {
+                client_addr: "127.0.0.1:4000",
+            },
+        )
+        .unwrap();
+        assert_eq!(c.client_addr.port(), 4000);
+
+        std::fs::write(&f, "tick_time = 100\n").unwrap();
+        let e = Config::load(Some(&f), NoFlags {}).unwrap_err().to_string();
+        assert!(e.contains("tick_time"), "{e}");
+
+        std::fs::write(&f, "node_id = 0\n").unwrap();
+        assert!(Config::load(Some(&f), NoFlags {}).is_err());
+    }
+}

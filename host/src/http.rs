@@ -1,0 +1,61 @@
+//! The HTTP side: health and Prometheus metrics.
+//!
+//! `/health/live` answers as soon as the process runs; `/health/ready` only
+//! once the node has re-applied everything committed and serves clients.
+
+use openraft::async_runtime::WatchReceiver;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::server::Shared;
+
+#[derive(Clone)]
+struct Http {
+    shared: Arc<Shared>,
+    prometheus: PrometheusHandle,
+}
+
+pub fn router(shared: Arc<Shared>, prometheus: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/health/live", get(|| async { "ok\n" }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(render_metrics))
+        .with_state(Http { shared, prometheus })
+}
+
+async fn ready(State(h): State<Http>) -> (StatusCode, String) {
+    let m = h.shared.raft.metrics().borrow_watched().clone();
+    let applied = m.last_applied.map_or(0, |l| l.index);
+    let committed = m.local_committed.map_or(0, |l| l.index);
+    if h.shared.is_ready() && m.current_leader.is_some() && applied >= committed {
+        (StatusCode::OK, format!("ready: applied {applied}\n"))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: applied {applied} of committed {committed}\n"),
+        )
+    }
+}
+
+async fn render_metrics(State(h): State<Http>) -> String {
+    let s = &h.shared;
+    let meta = s.state.meta();
+    let m = s.raft.metrics().borrow_watched().clone();
+    metrics::gauge!("corral_znodes").set(meta.node_count as f64);
+    metrics::gauge!("corral_data_bytes").set(meta.data_bytes as f64);
+    metrics::gauge!("corral_sessions").set(s.dispatch.liveness.len() as f64);
+    metrics::gauge!("corral_watches").set(s.dispatch.watches.lock().count() as f64);
+    metrics::gauge!("corral_raft_term").set(m.current_term as f64);
+    let applied = m.last_applied.map_or(0, |l| l.index);
+    let committed = m.local_committed.map_or(0, |l| l.index);
+    metrics::gauge!("corral_raft_applied_index").set(applied as f64);
+    metrics::gauge!("corral_raft_committed_index").set(committed as f64);
+    metrics::gauge!("corral_raft_apply_lag").set(committed.saturating_sub(applied) as f64);
+    metrics::gauge!("corral_raft_is_leader").set(if s.raft.is_leader() { 1.0 } else { 0.0 });
+    h.prometheus.render()
+}

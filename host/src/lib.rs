@@ -1,0 +1,30 @@
+//! Corral: a coordination server that speaks ZooKeeper's protocol, keeps its
+//! state in one Raft log (openraft) applied to redb, and will run
+//! deterministic Wasm plugins inside that state machine.
+//!
+//! # Layout
+//!
+//! The path of a write, top to bottom:
+//!
+//! - [`server`]: client connections, the request pipeline, sessions,
+//!   watches, and the dispatcher that routes applied outcomes back;
+//! - [`raft`]: openraft, its redb log store, and the state machine adapter;
+//! - [`machine`]: the deterministic state machine: commands, apply, reads,
+//!   snapshots;
+//! - [`tree`]: the stored form of the znode tree: records, tables, digest;
+//! - [`proto`]: the ZooKeeper wire format, pure bytes-to-types code.
+//!
+//! Beside them: [`config`] (one `Config`, validated once) and [`http`]
+//! (health and metrics). `docs/ARCHITECTURE.md` follows one request through
+//! all of them.
+//!
+//! Dependencies point down only: `machine`, `tree` and `proto` know nothing
+//! of tokio, sockets, clocks or Raft.
+
+pub mod config;
+pub mod http;
+pub mod machine;
+pub mod proto;
+pub mod raft;
+pub mod server;
+pub mod tree;

@@ -1,0 +1,135 @@
+//! What a log entry carries: a [`Command`].
+//!
+//! A command holds everything its apply may read besides the replicated
+//! state: the leader's time stamp, the caller's identity, and the request.
+//! Apply reads nothing else, not even this node's configuration, so every
+//! replica computes the same outcome from the same log.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::proto::data::Id;
+use crate::proto::request::{CreateRequest, MultiOp};
+
+/// The application payload of one Raft log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Wall-clock ms on the proposing node. Apply uses
+    /// `max(previous entry time, time_ms)`, so replicated time never goes back.
+    pub time_ms: i64,
+    /// Who waits for the reply, if anyone.
+    pub origin: Option<Origin>,
+    pub op: Op,
+}
+
+/// The connection a reply goes to: the node it is on, its connection id
+/// there, and the request's xid. Only the node named here sends the reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    pub node: u64,
+    pub conn: u64,
+    pub xid: i32,
+}
+
+/// The caller's identity, carried in the entry so that ACL checks at apply
+/// see exactly what the serving node saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// Authenticated ids: `ip:<addr>` first, then one per successful
+    /// `addauth`, and `super:` for the superuser.
+    pub ids: Vec<Id>,
+}
+
+impl Identity {
+    pub fn is_super(&self) -> bool {
+        self.ids.iter().any(|id| id.scheme == "super")
+    }
+}
+
+/// Settings that change outcomes. They are replicated state, seeded from the
+/// bootstrap node's configuration and changed only through the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    /// Largest znode data, in bytes.
+    pub max_data_bytes: u32,
+    /// `zookeeper.extendedTypesEnabled`: allow TTL nodes.
+    pub extended_types: bool,
+    /// `user:base64(sha1(user:password))` of the superuser, if any.
+    pub superuser_digest: Option<String>,
+}
+
+/// Every kind of change to the replicated state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// The first command of a cluster: its config and the secret that session
+    /// passwords derive from. Later `Init`s are ignored.
+    Init {
+        config: ClusterConfig,
+        secret: [u8; 32],
+    },
+    /// A new session, owned by the origin's connection.
+    CreateSession { timeout_ms: i32 },
+    /// A reconnect: the origin's connection becomes the session's owner.
+    ResumeSession { session: i64 },
+    /// The client's `closeSession`.
+    CloseSession { session: i64 },
+    /// The leader saw no sign of life for a whole timeout.
+    ExpireSession { session: i64 },
+    /// A client write, run as `session`.
+    Write {
+        session: i64,
+        identity: Identity,
+        write: Write,
+    },
+}
+
+/// A client write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Write {
+    Create(CreateRequest),
+    Delete {
+        path: String,
+        version: i32,
+    },
+    SetData {
+        path: String,
+        data: Option<Vec<u8>>,
+        version: i32,
+    },
+    SetAcl {
+        path: String,
+        acl: Vec<crate::proto::data::Acl>,
+        version: i32,
+    },
+    Multi(Vec<MultiOp>),
+    /// `sync`: ordered with the writes, it changes nothing.
+    Sync {
+        path: String,
+    },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.op {
+            Op::Init { .. } => write!(f, "init"),
+            Op::CreateSession { timeout_ms } => write!(f, "createSession({timeout_ms}ms)"),
+            Op::ResumeSession { session } => write!(f, "resumeSession(0x{session:x})"),
+            Op::CloseSession { session } => write!(f, "closeSession(0x{session:x})"),
+            Op::ExpireSession { session } => write!(f, "expireSession(0x{session:x})"),
+            Op::Write { session, write, .. } => {
+                let what = match write {
+                    Write::Create(c) => format!("create {:?}", c.path),
+                    Write::Delete { path, .. } => format!("delete {path:?}"),
+                    Write::SetData { path, .. } => format!("setData {path:?}"),
+                    Write::SetAcl { path, .. } => format!("setACL {path:?}"),
+                    Write::Multi(ops) => format!("multi of {}", ops.len()),
+                    Write::Sync { path } => format!("sync {path:?}"),
+                };
+                write!(f, "0x{session:x}: {what}")
+            }
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The replicated state machine: znode semantics on top of the stored tree.
+//!
+//! [`StateDb`] owns `state.redb`. Raft hands it committed entries in batches
+//! ([`StateDb::apply`]); each command's transition is in [`apply`], reads are
+//! in [`read`], and the canonical snapshot format is in [`snapshot`].
+//!
+//! Applying is deterministic: the outcome of an entry depends only on the
+//! state and the entry. No clock, no randomness, no node configuration.
+//!
+//! ## Visibility: why there is a gate
+//!
+//! ZooKeeper promises that a client sees a watch event before it sees the
+//! data that fired it. A batch's changes become visible to readers at the
+//! redb commit, and its events reach the connections when the [`ApplySink`]
+//! routes them. Both happen under the write side of [`StateDb::gate`]; a
+//! read opens its redb transaction under the read side. So a read either
+//! sees the state before the batch, or sees it after the batch's events are
+//! already queued on every connection, ahead of the read's own reply.
+
+pub mod acl;
+pub mod apply;
+pub mod command;
+pub mod read;
+pub mod snapshot;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use self::apply::Tables;
+use self::command::{ClusterConfig, Command, Origin};
+use crate::proto::data::Stat;
+use crate::proto::error::ErrorCode;
+use crate::proto::response::EventType;
+use crate::tree::{self, Digest, META, NODES, Owner, RecordKind, StoreError};
+
+/// Set by the first `Init` command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitState {
+    pub config: ClusterConfig,
+    pub secret: [u8; 32],
+}
+
+/// The machine's own record, stored under `meta` and in every snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Index of the last applied entry: the current zxid.
+    pub applied_index: u64,
+    /// The last applied log id, encoded by the Raft layer.
+    pub applied_log_id: Option<Vec<u8>>,
+    /// The last applied membership, encoded by the Raft layer.
+    pub membership: Option<Vec<u8>>,
+    pub digest: Digest,
+    /// Znodes in the tree.
+    pub node_count: u64,
+    /// Bytes of znode data in the tree.
+    pub data_bytes: u64,
+    /// Replicated time: the largest entry time applied so far.
+    pub last_time_ms: i64,
+    pub init: Option<InitState>,
+}
+
+impl Meta {
+    fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("meta encodes")
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Meta, StoreError> {
+        postcard::from_bytes(bytes).map_err(|err| StoreError::Corrupt { what: "meta", err })
+    }
+}
+
+/// The result of a successful write, before the server encodes it for the
+/// opcode the client used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteResult {
+    Created {
+        path: String,
+        stat: Stat,
+    },
+    Deleted,
+    SetData {
+        stat: Stat,
+    },
+    SetAcl {
+        stat: Stat,
+    },
+    Checked,
+    Synced {
+        path: String,
+    },
+    /// All results, or one error code per op when the multi failed.
+    Multi(Result<Vec<WriteResult>, Vec<i32>>),
+}
+
+/// What the origin connection is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    None,
+    Connected {
+        session: i64,
+        password: [u8; 16],
+        timeout_ms: i32,
+    },
+    /// The session to resume is gone.
+    ConnectRefused,
+    Write(Result<WriteResult, ErrorCode>),
+    /// The session closed at the client's request.
+    Closed,
+}
+
+/// A change to the set of live sessions, for the liveness tracker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionChange {
+    Opened {
+        id: i64,
+        timeout_ms: i32,
+        owner: Owner,
+    },
+    Resumed {
+        id: i64,
+        timeout_ms: i32,
+        owner: Owner,
+        previous: Owner,
+    },
+    Ended {
+        id: i64,
+        owner: Owner,
+    },
+}
+
+/// The outcome of one applied command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The entry's log index, which is its zxid.
+    pub index: u64,
+    pub origin: Option<Origin>,
+    pub reply: Reply,
+    /// Watch events, in the order the changes happened.
+    pub events: Vec<(EventType, String)>,
+    pub session: Option<SessionChange>,
+}
+
+/// Receives each batch's outcomes, in log order, while the gate is held: it
+/// must queue and return, never block.
+pub trait ApplySink: Send + Sync {
+    fn publish(&self, applied_index: u64, outcomes: Vec<Applied>);
+}
+
+/// What a log entry holds, as the machine sees it.
+pub enum Payload<'a> {
+    Blank,
+    /// A membership change, encoded by the Raft layer.
+    Membership(Vec<u8>),
+    Command(&'a Command),
+}
+
+/// One committed entry to apply.
+pub struct EntryRef<'a> {
+    pub index: u64,
+    /// The entry's log id, encoded by the Raft layer.
+    pub log_id: Vec<u8>,
+    pub payload: Payload<'a>,
+}
+
+/// Tuning for `state.redb`. None of it changes outcomes.
+#[derive(Debug, Clone)]
+pub struct StateOptions {
+    /// redb's page cache, which counts in the resident set.
+    pub cache_bytes: usize,
+    /// Applies are committed without fsync; at most this long passes before
+    /// one is fsynced. The Raft log is the durable record: a crash re-applies
+    /// the entries since the last durable commit.
+    pub sync_interval: Duration,
+}
+
+/// The replicated state, stored in `state.redb`.
+pub struct StateDb {
+    db: Database,
+    gate: RwLock<()>,
+    meta: Mutex<Meta>,
+    last_sync: Mutex<Instant>,
+    options: StateOptions,
+}
+
+impl StateDb {
+    /// Opens or creates `state.redb`. A new one holds the initial tree.
+    pub fn open(path: &Path, options: StateOptions) -> Result<StateDb, StoreError> {
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(path)?;
+        let txn = db.begin_write()?;
+        let stored = txn
+            .open_table(META)?
+            .get("meta")?
+            .map(|v| v.value().to_vec());
+        let meta = match stored {
+            Some(bytes) => Meta::decode(&bytes)?,
+            None => {
+                let mut meta = Meta::default();
+                let mut tables = Tables::open(&txn)?;
+                for (p, node) in apply::initial_nodes() {
+                    tables.write_node(&mut meta, p, Some(&node))?;
+                }
+                drop(tables);
+                txn.open_table(META)?
+                    .insert("meta", meta.encode().as_slice())?;
+                meta
+            }
+        };
+        txn.commit()?;
+        Ok(StateDb {
+            db,
+            gate: RwLock::new(()),
+            meta: Mutex::new(meta),
+            last_sync: Mutex::new(Instant::now()),
+            options,
+        })
+    }
+
+    /// The machine record as of the last applied batch.
+    pub fn meta(&self) -> Meta {
+        self.meta.lock().clone()
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.meta.lock().applied_index
+    }
+
+    /// Applies a batch of committed entries in one redb transaction, then
+    /// makes it visible and publishes its outcomes, both under the gate.
+    pub fn apply(&self, entries: &[EntryRef<'_>], sink: &dyn ApplySink) -> Result<(), StoreError> {
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let mut meta = self.meta();
+        let mut txn = self.db.begin_write()?;
+        let durable = self.last_sync.lock().elapsed() >= self.options.sync_interval;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
+        let mut outcomes = Vec::with_capacity(entries.len());
+        {
+            let mut tables = Tables::open(&txn)?;
+            for e in entries {
+                assert!(
+                    meta.applied_log_id.is_none() || e.index > meta.applied_index,
+                    "entry {} applied after {}",
+                    e.index,
+                    meta.applied_index
+                );
+                match &e.payload {
+                    Payload::Blank => {}
+                    Payload::Membership(m) => meta.membership = Some(m.clone()),
+                    Payload::Command(cmd) => {
+                        outcomes.push(apply::apply_command(&mut tables, &mut meta, e.index, cmd)?)
+                    }
+                }
+                meta.applied_index = e.index;
+                meta.applied_log_id = Some(e.log_id.clone());
+            }
+        }
+        txn.open_table(META)?
+            .insert("meta", meta.encode().as_slice())?;
+        debug_assert_eq!(meta.applied_index, last.index);
+        let _gate = self.gate.write();
+        txn.commit()?;
+        if durable {
+            *self.last_sync.lock() = Instant::now();
+        }
+        *self.meta.lock() = meta;
+        sink.publish(last.index, outcomes);
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        let meta = self.meta();
+        txn.open_table(META)?
+            .insert("meta", meta.encode().as_slice())?;
+        txn.commit()?;
+        *self.last_sync.lock() = Instant::now();
+        Ok(())
+    }
+
+    /// Opens a consistent read of the state. While the returned guard lives,
+    /// no batch becomes visible; drop it as soon as the read (and any watch
+    /// registration) is done.
+    pub fn read(&self) -> Result<(RwLockReadGuard<'_, ()>, ReadView), StoreError> {
+        let guard = self.gate.read();
+        let view = ReadView::open(self.db.begin_read()?)?;
+        Ok((guard, view))
+    }
+
+    /// A read that does not need the gate: snapshots, metrics, admin views.
+    pub fn read_ungated(&self) -> Result<ReadView, StoreError> {
+        ReadView::open(self.db.begin_read()?)
+    }
+
+    /// Replaces the whole state with a snapshot's (see [`snapshot::install`]).
+    pub fn install(&self, source: &mut dyn std::io::Read) -> Result<Meta, snapshot::SnapshotError> {
+        let _gate = self.gate.write();
+        let meta = snapshot::install(&self.db, source)?;
+        *self.meta.lock() = meta.clone();
+        *self.last_sync.lock() = Instant::now();
+        Ok(meta)
+    }
+
+    /// Recomputes the digest from every stored record. Tests compare it with
+    /// the running one.
+    pub fn recompute_digest(&self) -> Result<Digest, StoreError> {
+        let view = self.read_ungated()?;
+        view.recompute_digest()
+    }
+}
+
+/// One consistent read of the state.
+pub struct ReadView {
+    txn: ReadTransaction,
+    pub nodes: ReadOnlyTable<&'static [u8], &'static [u8]>,
+}
+
+impl ReadView {
+    fn open(txn: ReadTransaction) -> Result<ReadView, StoreError> {
+        let nodes = txn.open_table(NODES)?;
+        Ok(ReadView { txn, nodes })
+    }
+
+    pub fn meta(&self) -> Result<Meta, StoreError> {
+        let table = self.txn.open_table(META)?;
+        let v = table.get("meta")?.expect("state.redb always holds meta");
+        Meta::decode(v.value())
+    }
+
+    pub fn sessions(&self) -> Result<ReadOnlyTable<u64, &'static [u8]>, StoreError> {
+        Ok(self.txn.open_table(tree::SESSIONS)?)
+    }
+
+    pub fn ephemerals(&self) -> Result<ReadOnlyTable<&'static [u8], ()>, StoreError> {
+        Ok(self.txn.open_table(tree::EPHEMERALS)?)
+    }
+
+    /// The digest computed from scratch over every record.
+    pub fn recompute_digest(&self) -> Result<Digest, StoreError> {
+        let mut d = Digest::default();
+        for item in self.nodes.iter()? {
+            let (k, v) = item?;
+            d.add(RecordKind::Node, k.value(), v.value());
+        }
+        for item in self.sessions()?.iter()? {
+            let (k, v) = item?;
+            d.add(RecordKind::Session, &k.value().to_be_bytes(), v.value());
+        }
+        if let Some(init) = self.meta()?.init {
+            let bytes = postcard::to_allocvec(&init.config).expect("config encodes");
+            d.add(RecordKind::Config, b"config", &bytes);
+        }
+        Ok(d)
+    }
+}

@@ -1,0 +1,100 @@
+//! Reads, served locally from a [`ReadView`] with ZooKeeper's checks.
+//!
+//! A read never goes through the log. Its freshness comes from where the
+//! server runs it: after the session's own pending writes (FIFO per
+//! session), and after a `sync` when the client asked for one.
+
+use super::ReadView;
+use super::acl;
+use super::command::Identity;
+use crate::proto::data::{Acl, Stat, perms};
+use crate::proto::error::ErrorCode;
+use crate::tree::{self, Node, StoreError, path};
+
+/// A read's outcome: a client error, or a storage failure.
+pub type ReadResult<T> = Result<Result<T, ErrorCode>, StoreError>;
+
+impl ReadView {
+    pub fn node(&self, p: &str) -> Result<Option<Node>, StoreError> {
+        tree::get_node(&self.nodes, p)
+    }
+
+    /// `exists`: needs no permission.
+    pub fn exists(&self, p: &str) -> ReadResult<Stat> {
+        Ok(self.node(p)?.map(|n| n.stat()).ok_or(ErrorCode::NoNode))
+    }
+
+    /// `getData`: needs READ.
+    pub fn get_data(&self, p: &str, who: &Identity) -> ReadResult<(Option<Vec<u8>>, Stat)> {
+        let Some(node) = self.node(p)? else {
+            return Ok(Err(ErrorCode::NoNode));
+        };
+        if let Err(e) = acl::check(&node.acl, who, perms::READ) {
+            return Ok(Err(e));
+        }
+        let stat = node.stat();
+        Ok(Ok((node.data, stat)))
+    }
+
+    /// `getChildren`/`getChildren2`: needs READ.
+    pub fn get_children(&self, p: &str, who: &Identity) -> ReadResult<(Vec<String>, Stat)> {
+        let Some(node) = self.node(p)? else {
+            return Ok(Err(ErrorCode::NoNode));
+        };
+        if let Err(e) = acl::check(&node.acl, who, perms::READ) {
+            return Ok(Err(e));
+        }
+        let children = tree::child_names(&self.nodes, p)?;
+        debug_assert_eq!(
+            children.len(),
+            node.num_children as usize,
+            "child count of {p}"
+        );
+        Ok(Ok((children, node.stat())))
+    }
+
+    /// `getACL`: needs READ or ADMIN; digest ids are masked without ADMIN.
+    pub fn get_acl(&self, p: &str, who: &Identity) -> ReadResult<(Vec<Acl>, Stat)> {
+        let Some(node) = self.node(p)? else {
+            return Ok(Err(ErrorCode::NoNode));
+        };
+        let admin = acl::allowed(&node.acl, who, perms::ADMIN);
+        if !admin && !acl::allowed(&node.acl, who, perms::READ) {
+            return Ok(Err(ErrorCode::NoAuth));
+        }
+        let list = if admin {
+            node.acl.clone()
+        } else {
+            acl::masked(&node.acl)
+        };
+        Ok(Ok((list, node.stat())))
+    }
+
+    /// `getEphemerals`: the session's ephemerals whose path starts with
+    /// `prefix` as a string ("/" or "" means all).
+    pub fn ephemerals_of(&self, session: i64, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let all = tree::session_ephemerals(&self.ephemerals()?, session)?;
+        let prefix = if prefix == "/" { "" } else { prefix };
+        Ok(all.into_iter().filter(|p| p.starts_with(prefix)).collect())
+    }
+
+    /// `getAllChildrenNumber`: every descendant, not only direct children.
+    /// Needs READ on the node.
+    pub fn all_children_number(&self, p: &str, who: &Identity) -> ReadResult<i32> {
+        let Some(node) = self.node(p)? else {
+            return Ok(Err(ErrorCode::NoNode));
+        };
+        if let Err(e) = acl::check(&node.acl, who, perms::READ) {
+            return Ok(Err(e));
+        }
+        let mut count = 0i64;
+        let mut stack = vec![p.to_owned()];
+        while let Some(q) = stack.pop() {
+            for name in tree::child_names(&self.nodes, &q)? {
+                count += 1;
+                stack.push(path::join(&q, &name));
+            }
+        }
+        Ok(Ok(count.min(i32::MAX as i64) as i32))
+    }
+}

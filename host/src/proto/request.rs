@@ -1,0 +1,511 @@
+//! Client requests: `RequestHeader` plus one record per opcode.
+//!
+//! [`decode_request`] turns one frame (without its length prefix) into a
+//! typed [`Request`]. It separates three failures, because ZooKeeper answers
+//! them differently:
+//! - the header itself is short: the frame is garbage, close the connection;
+//! - the opcode is unknown: reply `Unimplemented` (-6), then close;
+//! - the body does not decode: reply `MarshallingError` (-5), then close.
+
+use serde::{Deserialize, Serialize};
+
+use super::data::Acl;
+use super::jute::{DecodeError, Reader};
+use super::op;
+
+/// `RequestHeader`: the client's transaction id and the opcode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestHeader {
+    pub xid: i32,
+    pub opcode: i32,
+}
+
+/// One create, in any of its four opcodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub path: String,
+    /// `None` is a null buffer, distinct from empty data.
+    pub data: Option<Vec<u8>>,
+    pub acl: Vec<Acl>,
+    pub flags: i32,
+    /// Only for `createTTL` (opcode 21).
+    pub ttl: Option<i64>,
+}
+
+/// A write inside a `multi`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MultiOp {
+    /// opcode 1, 15, 19 or 21; the opcode decides the result's shape.
+    Create {
+        opcode: i32,
+        req: CreateRequest,
+    },
+    Delete {
+        path: String,
+        version: i32,
+    },
+    SetData {
+        path: String,
+        data: Option<Vec<u8>>,
+        version: i32,
+    },
+    Check {
+        path: String,
+        version: i32,
+    },
+}
+
+/// A read inside a `multiRead`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadOp {
+    GetData { path: String },
+    GetChildren { path: String },
+}
+
+/// `SetWatches` / `SetWatches2`: the watches a client re-registers after a
+/// reconnect, with the last zxid it saw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SetWatches {
+    pub relative_zxid: i64,
+    pub data: Vec<String>,
+    pub exist: Vec<String>,
+    pub child: Vec<String>,
+    pub persistent: Vec<String>,
+    pub persistent_recursive: Vec<String>,
+}
+
+/// Every request a ZooKeeper 3.9 client can send after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Create {
+        opcode: i32,
+        req: CreateRequest,
+    },
+    Delete {
+        path: String,
+        version: i32,
+    },
+    Exists {
+        path: String,
+        watch: bool,
+    },
+    GetData {
+        path: String,
+        watch: bool,
+    },
+    SetData {
+        path: String,
+        data: Option<Vec<u8>>,
+        version: i32,
+    },
+    GetAcl {
+        path: String,
+    },
+    SetAcl {
+        path: String,
+        acl: Vec<Acl>,
+        version: i32,
+    },
+    GetChildren {
+        path: String,
+        watch: bool,
+    },
+    GetChildren2 {
+        path: String,
+        watch: bool,
+    },
+    Sync {
+        path: String,
+    },
+    Ping,
+    Check {
+        path: String,
+        version: i32,
+    },
+    Multi(Vec<MultiOp>),
+    MultiRead(Vec<ReadOp>),
+    Reconfig {
+        joining: Option<String>,
+        leaving: Option<String>,
+        new_members: Option<String>,
+        config_id: i64,
+    },
+    CheckWatches {
+        path: String,
+        watcher_type: i32,
+    },
+    RemoveWatches {
+        path: String,
+        watcher_type: i32,
+    },
+    DeleteContainer {
+        path: String,
+    },
+    Auth {
+        scheme: String,
+        auth: Vec<u8>,
+    },
+    SetWatches(SetWatches),
+    Sasl {
+        token: Vec<u8>,
+    },
+    GetEphemerals {
+        prefix: String,
+    },
+    GetAllChildrenNumber {
+        path: String,
+    },
+    AddWatch {
+        path: String,
+        mode: i32,
+    },
+    WhoAmI,
+    CloseSession,
+}
+
+/// Why a request frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("request header: {0}")]
+    Header(DecodeError),
+    #[error("unknown opcode {opcode} (xid {xid})")]
+    UnknownOpcode { xid: i32, opcode: i32 },
+    #[error("opcode {} body: {err}", header.opcode)]
+    Body {
+        header: RequestHeader,
+        err: DecodeError,
+    },
+}
+
+/// Decodes one request frame (the bytes after the 4-byte length).
+pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request), RequestError> {
+    let mut r = Reader::new(frame);
+    let header = RequestHeader {
+        xid: r.i32().map_err(RequestError::Header)?,
+        opcode: r.i32().map_err(RequestError::Header)?,
+    };
+    let body = decode_body(header, &mut r).and_then(|req| {
+        r.finish()?;
+        Ok(req)
+    });
+    match body {
+        Ok(Some(req)) => Ok((header, req)),
+        Ok(None) => Err(RequestError::UnknownOpcode {
+            xid: header.xid,
+            opcode: header.opcode,
+        }),
+        Err(err) => Err(RequestError::Body { header, err }),
+    }
+}
+
+fn path_watch(r: &mut Reader<'_>) -> Result<(String, bool), DecodeError> {
+    Ok((r.string()?, r.bool()?))
+}
+
+fn data(r: &mut Reader<'_>) -> Result<Option<Vec<u8>>, DecodeError> {
+    Ok(r.buffer()?.map(<[u8]>::to_vec))
+}
+
+fn create(r: &mut Reader<'_>, opcode: i32) -> Result<CreateRequest, DecodeError> {
+    let path = r.string()?;
+    let data = data(r)?;
+    let acl = Acl::decode_list(r)?;
+    let flags = r.i32()?;
+    let ttl = if opcode == op::CREATE_TTL {
+        Some(r.i64()?)
+    } else {
+        None
+    };
+    Ok(CreateRequest {
+        path,
+        data,
+        acl,
+        flags,
+        ttl,
+    })
+}
+
+/// Reads `MultiHeader{type, done, err}` records until the terminator.
+fn multi<T>(
+    r: &mut Reader<'_>,
+    mut item: impl FnMut(i32, &mut Reader<'_>) -> Result<T, DecodeError>,
+) -> Result<Vec<T>, DecodeError> {
+    let mut ops = Vec::new();
+    loop {
+        let kind = r.i32()?;
+        let done = r.bool()?;
+        let _err = r.i32()?;
+        if done {
+            return Ok(ops);
+        }
+        ops.push(item(kind, r)?);
+    }
+}
+
+fn multi_op(kind: i32, r: &mut Reader<'_>) -> Result<MultiOp, DecodeError> {
+    Ok(match kind {
+        op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => MultiOp::Create {
+            opcode: kind,
+            req: create(r, kind)?,
+        },
+        op::DELETE => MultiOp::Delete {
+            path: r.string()?,
+            version: r.i32()?,
+        },
+        op::SET_DATA => MultiOp::SetData {
+            path: r.string()?,
+            data: data(r)?,
+            version: r.i32()?,
+        },
+        op::CHECK => MultiOp::Check {
+            path: r.string()?,
+            version: r.i32()?,
+        },
+        value => {
+            return Err(DecodeError::BadEnum {
+                field: "multi op type",
+                value,
+            });
+        }
+    })
+}
+
+fn read_op(kind: i32, r: &mut Reader<'_>) -> Result<ReadOp, DecodeError> {
+    Ok(match kind {
+        op::GET_DATA => {
+            let (path, _watch) = path_watch(r)?;
+            ReadOp::GetData { path }
+        }
+        op::GET_CHILDREN => {
+            let (path, _watch) = path_watch(r)?;
+            ReadOp::GetChildren { path }
+        }
+        value => {
+            return Err(DecodeError::BadEnum {
+                field: "multiRead op type",
+                value,
+            });
+        }
+    })
+}
+
+/// `Ok(None)` means the opcode is unknown.
+fn decode_body(h: RequestHeader, r: &mut Reader<'_>) -> Result<Option<Request>, DecodeError> {
+    let req = match h.opcode {
+        op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => Request::Create {
+            opcode: h.opcode,
+            req: create(r, h.opcode)?,
+        },
+        op::DELETE => Request::Delete {
+            path: r.string()?,
+            version: r.i32()?,
+        },
+        op::EXISTS => {
+            let (path, watch) = path_watch(r)?;
+            Request::Exists { path, watch }
+        }
+        op::GET_DATA => {
+            let (path, watch) = path_watch(r)?;
+            Request::GetData { path, watch }
+        }
+        op::SET_DATA => Request::SetData {
+            path: r.string()?,
+            data: data(r)?,
+            version: r.i32()?,
+        },
+        op::GET_ACL => Request::GetAcl { path: r.string()? },
+        op::SET_ACL => Request::SetAcl {
+            path: r.string()?,
+            acl: Acl::decode_list(r)?,
+            version: r.i32()?,
+        },
+        op::GET_CHILDREN => {
+            let (path, watch) = path_watch(r)?;
+            Request::GetChildren { path, watch }
+        }
+        op::GET_CHILDREN2 => {
+            let (path, watch) = path_watch(r)?;
+            Request::GetChildren2 { path, watch }
+        }
+        op::SYNC => Request::Sync { path: r.string()? },
+        op::PING => Request::Ping,
+        op::CHECK => Request::Check {
+            path: r.string()?,
+            version: r.i32()?,
+        },
+        op::MULTI => Request::Multi(multi(r, multi_op)?),
+        op::MULTI_READ => Request::MultiRead(multi(r, read_op)?),
+        op::RECONFIG => Request::Reconfig {
+            joining: r.ustring()?,
+            leaving: r.ustring()?,
+            new_members: r.ustring()?,
+            config_id: r.i64()?,
+        },
+        op::CHECK_WATCHES => Request::CheckWatches {
+            path: r.string()?,
+            watcher_type: r.i32()?,
+        },
+        op::REMOVE_WATCHES => Request::RemoveWatches {
+            path: r.string()?,
+            watcher_type: r.i32()?,
+        },
+        op::DELETE_CONTAINER => {
+            let path = r.buffer()?.unwrap_or_default();
+            Request::DeleteContainer {
+                path: String::from_utf8_lossy(path).into_owned(),
+            }
+        }
+        op::AUTH => {
+            let _type = r.i32()?;
+            Request::Auth {
+                scheme: r.string()?,
+                auth: data(r)?.unwrap_or_default(),
+            }
+        }
+        op::SET_WATCHES | op::SET_WATCHES2 => {
+            let mut w = SetWatches {
+                relative_zxid: r.i64()?,
+                data: r.strings()?,
+                exist: r.strings()?,
+                child: r.strings()?,
+                ..SetWatches::default()
+            };
+            if h.opcode == op::SET_WATCHES2 {
+                w.persistent = r.strings()?;
+                w.persistent_recursive = r.strings()?;
+            }
+            Request::SetWatches(w)
+        }
+        op::SASL => Request::Sasl {
+            token: data(r)?.unwrap_or_default(),
+        },
+        op::GET_EPHEMERALS => Request::GetEphemerals {
+            prefix: r.string()?,
+        },
+        op::GET_ALL_CHILDREN_NUMBER => Request::GetAllChildrenNumber { path: r.string()? },
+        op::ADD_WATCH => Request::AddWatch {
+            path: r.string()?,
+            mode: r.i32()?,
+        },
+        op::WHO_AM_I => Request::WhoAmI,
+        op::CLOSE_SESSION => Request::CloseSession,
+        _ => return Ok(None),
+    };
+    Ok(Some(req))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::proto::jute::JuteWrite;
+
+    fn frame(xid: i32, opcode: i32, body: impl FnOnce(&mut BytesMut)) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.write_i32(xid);
+        b.write_i32(opcode);
+        body(&mut b);
+        b
+    }
+
+    #[test]
+    fn decodes_create_with_null_data() {
+        let f = frame(1, op::CREATE, |b| {
+            b.write_string("/a");
+            b.write_buffer(None);
+            Acl::encode_list(&Acl::open(), b);
+            b.write_i32(1);
+        });
+        let (h, req) = decode_request(&f).unwrap();
+        assert_eq!(
+            h,
+            RequestHeader {
+                xid: 1,
+                opcode: op::CREATE
+            }
+        );
+        let Request::Create { req, .. } = req else {
+            panic!("{req:?}")
+        };
+        assert_eq!(req.data, None);
+        assert_eq!(req.flags, 1);
+        assert_eq!(req.acl, Acl::open());
+    }
+
+    #[test]
+    fn decodes_multi_and_its_terminator() {
+        let f = frame(3, op::MULTI, |b| {
+            for (kind, path) in [(op::CHECK, "/a"), (op::DELETE, "/b")] {
+                b.write_i32(kind);
+                b.write_bool(false);
+                b.write_i32(-1);
+                b.write_string(path);
+                b.write_i32(-1);
+            }
+            b.write_i32(-1);
+            b.write_bool(true);
+            b.write_i32(-1);
+        });
+        let (_, req) = decode_request(&f).unwrap();
+        assert_eq!(
+            req,
+            Request::Multi(vec![
+                MultiOp::Check {
+                    path: "/a".into(),
+                    version: -1
+                },
+                MultiOp::Delete {
+                    path: "/b".into(),
+                    version: -1
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn separates_unknown_opcodes_from_bad_bodies() {
+        let f = frame(5, 999, |_| {});
+        assert_eq!(
+            decode_request(&f),
+            Err(RequestError::UnknownOpcode {
+                xid: 5,
+                opcode: 999
+            })
+        );
+        let f = frame(5, op::GET_DATA, |b| b.write_string("/a"));
+        assert!(matches!(decode_request(&f), Err(RequestError::Body { .. })));
+        let f = frame(5, op::PING, |b| b.write_i32(0));
+        assert!(matches!(
+            decode_request(&f),
+            Err(RequestError::Body {
+                err: DecodeError::Trailing(4),
+                ..
+            })
+        ));
+        assert!(matches!(
+            decode_request(&[0, 0]),
+            Err(RequestError::Header(_))
+        ));
+    }
+
+    proptest! {
+        /// The decoder never panics, whatever the bytes.
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_request(&bytes);
+        }
+
+        /// Nor when the header names a real opcode and only the body is random.
+        #[test]
+        fn body_decoder_never_panics(
+            opcode in prop::sample::select(op::ALL.to_vec()),
+            body in proptest::collection::vec(any::<u8>(), 0..128),
+        ) {
+            let mut f = frame(1, opcode, |_| {});
+            f.extend_from_slice(&body);
+            let _ = decode_request(&f);
+        }
+    }
+}

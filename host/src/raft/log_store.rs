@@ -1,0 +1,392 @@
+//! The Raft log in `raft-log.redb`, with group commit.
+//!
+//! Tables: `log` maps an index to a postcard-encoded entry; `meta` holds the
+//! vote, the committed log id and the last purged log id.
+//!
+//! ## Group commit
+//!
+//! openraft calls [`RaftLogStorage::append`] from its core task and moves on;
+//! the entries must be readable at once and durable only when the callback
+//! fires. So `append` parks the entries in memory (`pending`, which readers
+//! consult first) and queues the write. One writer thread drains everything
+//! queued, writes it in one redb transaction and fsyncs once: under load,
+//! many appends share one fsync. The queue keeps every write in order,
+//! votes and truncations included, as openraft requires.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use openraft::alias::{LogIdOf, VoteOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, RaftLogStorage};
+use openraft::{LogState, RaftLogReader};
+use parking_lot::Mutex;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use super::TypeConfig;
+
+type Entry = openraft::alias::EntryOf<TypeConfig>;
+type LogId = LogIdOf<TypeConfig>;
+type Vote = VoteOf<TypeConfig>;
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).expect("raft records encode")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> io::Result<T> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("corrupt {what}: {e}")))
+}
+
+/// One queued write. Each becomes part of the writer's next transaction.
+enum WriteOp {
+    Append {
+        entries: Vec<(u64, LogId, Vec<u8>)>,
+        callback: IOFlushed<TypeConfig>,
+    },
+    Vote {
+        bytes: Vec<u8>,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    Committed {
+        bytes: Vec<u8>,
+    },
+    TruncateAfter {
+        index: Option<u64>,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    Purge {
+        upto: LogId,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+}
+
+/// What readers and the log state need without touching the disk.
+struct Cached {
+    /// Appended entries not yet committed to redb.
+    pending: BTreeMap<u64, Entry>,
+    last_log_id: Option<LogId>,
+    last_purged: Option<LogId>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+}
+
+struct Shared {
+    db: Database,
+    cached: Mutex<Cached>,
+}
+
+/// The log store handed to openraft. Cloning shares it: the clones are the
+/// log readers of the replication tasks.
+#[derive(Clone)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+    writes: mpsc::Sender<WriteOp>,
+}
+
+impl LogStore {
+    /// Opens or creates the log and starts its writer thread.
+    pub fn open(path: &Path) -> io::Result<LogStore> {
+        let db = Database::create(path).map_err(io_err)?;
+        let txn = db.begin_write().map_err(io_err)?;
+        let (last, vote, committed, last_purged) = {
+            let log = txn.open_table(LOG).map_err(io_err)?;
+            let meta = txn.open_table(META).map_err(io_err)?;
+            let last = match log.last().map_err(io_err)? {
+                Some((_, v)) => Some(decode::<Entry>("log entry", v.value())?.log_id()),
+                None => None,
+            };
+            let get = |k: &str| -> io::Result<Option<Vec<u8>>> {
+                Ok(meta.get(k).map_err(io_err)?.map(|v| v.value().to_vec()))
+            };
+            let vote = get("vote")?
+                .map(|b| decode::<Vote>("vote", &b))
+                .transpose()?;
+            let committed = get("committed")?
+                .map(|b| decode::<LogId>("committed", &b))
+                .transpose()?;
+            let purged = get("last_purged")?
+                .map(|b| decode::<LogId>("last_purged", &b))
+                .transpose()?;
+            (last, vote, committed, purged)
+        };
+        txn.commit().map_err(io_err)?;
+        let last_log_id = last.or_else(|| last_purged.clone());
+        let shared = Arc::new(Shared {
+            db,
+            cached: Mutex::new(Cached {
+                pending: BTreeMap::new(),
+                last_log_id,
+                last_purged,
+                vote,
+                committed,
+            }),
+        });
+        let (writes, rx) = mpsc::channel();
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || writer_loop(&writer, rx))
+            .map_err(io_err)?;
+        Ok(LogStore { shared, writes })
+    }
+
+    fn queue(&self, op: WriteOp) -> io::Result<()> {
+        self.writes
+            .send(op)
+            .map_err(|_| io_err("the raft log writer has stopped"))
+    }
+
+    async fn queue_and_wait(
+        &self,
+        op: impl FnOnce(oneshot::Sender<io::Result<()>>) -> WriteOp,
+    ) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.queue(op(tx))?;
+        rx.await
+            .map_err(|_| io_err("the raft log writer has stopped"))?
+    }
+}
+
+/// The writer thread: one redb transaction, one fsync, per drained batch.
+fn writer_loop(shared: &Shared, rx: mpsc::Receiver<WriteOp>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(op) = rx.try_recv() {
+            batch.push(op);
+        }
+        let started = Instant::now();
+        let result = write_batch(&shared.db, &batch);
+        let entries: usize = batch
+            .iter()
+            .map(|op| {
+                if let WriteOp::Append { entries, .. } = op {
+                    entries.len()
+                } else {
+                    0
+                }
+            })
+            .sum();
+        metrics::histogram!("corral_log_fsync_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("corral_log_fsync_entries").record(entries as f64);
+        if result.is_ok() {
+            let mut cached = shared.cached.lock();
+            for op in &batch {
+                if let WriteOp::Append { entries, .. } = op {
+                    for (index, log_id, _) in entries {
+                        // A truncation may have replaced the entry since.
+                        if cached
+                            .pending
+                            .get(index)
+                            .is_some_and(|e| e.log_id() == *log_id)
+                        {
+                            cached.pending.remove(index);
+                        }
+                    }
+                }
+            }
+        }
+        for op in batch {
+            let r = result.as_ref().map(|_| ()).map_err(|e| io_err(e));
+            match op {
+                WriteOp::Append { callback, .. } => callback.io_completed(r),
+                WriteOp::Vote { done, .. }
+                | WriteOp::TruncateAfter { done, .. }
+                | WriteOp::Purge { done, .. } => {
+                    let _ = done.send(r);
+                }
+                WriteOp::Committed { .. } => {}
+            }
+        }
+    }
+}
+
+fn write_batch(db: &Database, batch: &[WriteOp]) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    {
+        let mut log = txn.open_table(LOG)?;
+        let mut meta = txn.open_table(META)?;
+        for op in batch {
+            match op {
+                WriteOp::Append { entries, .. } => {
+                    for (index, _, bytes) in entries {
+                        log.insert(*index, bytes.as_slice())?;
+                    }
+                }
+                WriteOp::Vote { bytes, .. } => {
+                    meta.insert("vote", bytes.as_slice())?;
+                }
+                WriteOp::Committed { bytes } => {
+                    meta.insert("committed", bytes.as_slice())?;
+                }
+                WriteOp::TruncateAfter { index, .. } => {
+                    let from = index.map_or(0, |i| i + 1);
+                    log.retain_in(from.., |_, _| false)?;
+                }
+                WriteOp::Purge { upto, .. } => {
+                    meta.insert("last_purged", encode(upto).as_slice())?;
+                    log.retain_in(..=upto.index(), |_, _| false)?;
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.saturating_add(1),
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => u64::MAX,
+        };
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        // Take the pending entries and open the read under one lock: the
+        // writer removes entries from `pending` only after their commit, so
+        // whatever is not in `pending` is in this read's view.
+        let (pending, txn) = {
+            let cached = self.shared.cached.lock();
+            let pending: Vec<Entry> = cached
+                .pending
+                .range(start..end)
+                .map(|(_, e)| e.clone())
+                .collect();
+            let txn = self.shared.db.begin_read().map_err(io_err)?;
+            (pending, txn)
+        };
+        let stored_end = pending.first().map_or(end, |e| e.index());
+        let mut out = Vec::new();
+        if start < stored_end {
+            let log = txn.open_table(LOG).map_err(io_err)?;
+            for item in log.range(start..stored_end).map_err(io_err)? {
+                let (_, v) = item.map_err(io_err)?;
+                out.push(decode::<Entry>("log entry", v.value())?);
+            }
+        }
+        out.extend(pending);
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.shared.cached.lock().vote.clone())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let cached = self.shared.cached.lock();
+        Ok(LogState {
+            last_purged_log_id: cached.last_purged.clone(),
+            last_log_id: cached.last_log_id.clone(),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let bytes = encode(vote);
+        self.queue_and_wait(|done| WriteOp::Vote { bytes, done })
+            .await?;
+        self.shared.cached.lock().vote = Some(vote.clone());
+        Ok(())
+    }
+
+    /// Queued without waiting: it becomes durable with the next fsync. A
+    /// committed id lost in a crash only makes the restart re-apply less
+    /// eagerly; readiness waits for `Raft::wait_for_recovery` anyway.
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        if let Some(c) = &committed {
+            self.queue(WriteOp::Committed { bytes: encode(c) })?;
+        }
+        self.shared.cached.lock().committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.shared.cached.lock().committed.clone())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut encoded = Vec::new();
+        {
+            let mut cached = self.shared.cached.lock();
+            for e in entries {
+                let log_id = e.log_id();
+                encoded.push((log_id.index(), log_id.clone(), encode(&e)));
+                cached.pending.insert(log_id.index(), e);
+                cached.last_log_id = Some(log_id);
+            }
+        }
+        self.queue(WriteOp::Append {
+            entries: encoded,
+            callback,
+        })
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let index = last_log_id.as_ref().map(|l| l.index());
+        {
+            let mut cached = self.shared.cached.lock();
+            let from = index.map_or(0, |i| i + 1);
+            cached.pending.retain(|&i, _| i < from);
+            cached.last_log_id = last_log_id.clone().or_else(|| cached.last_purged.clone());
+        }
+        self.queue_and_wait(|done| WriteOp::TruncateAfter { index, done })
+            .await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        {
+            let mut cached = self.shared.cached.lock();
+            cached.pending.retain(|&i, _| i > log_id.index());
+            cached.last_purged = Some(log_id.clone());
+            if cached
+                .last_log_id
+                .as_ref()
+                .is_none_or(|l| l.index() < log_id.index())
+            {
+                cached.last_log_id = Some(log_id.clone());
+            }
+        }
+        self.queue_and_wait(|done| WriteOp::Purge { upto: log_id, done })
+            .await
+    }
+}

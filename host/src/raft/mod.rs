@@ -1,0 +1,37 @@
+//! Consensus: openraft wired to redb storage.
+//!
+//! - [`log_store`]: the Raft log in `raft-log.redb`, with group commit.
+//! - [`state_machine`]: openraft's adapter over the machine's `StateDb`,
+//!   and snapshot files.
+//! - [`network`]: the transport between members.
+//!
+//! A single node is a one-member cluster and runs exactly this code.
+
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use serde::{Deserialize, Serialize};
+
+use crate::machine::command::Command;
+
+/// What the membership records about a member: where to reach it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Raft traffic between members.
+    pub raft_addr: String,
+    /// ZooKeeper clients.
+    pub client_addr: String,
+}
+
+openraft::declare_raft_types!(
+    /// Corral's Raft types: log entries carry a [`Command`]; node ids are
+    /// `u64`; a member is described by [`NodeInfo`].
+    pub TypeConfig:
+        D = Command,
+        R = (),
+        Node = NodeInfo,
+);
+
+/// The Raft handle.
+pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;

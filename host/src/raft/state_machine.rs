@@ -1,0 +1,287 @@
+//! openraft's view of the state machine: an adapter over [`StateDb`], and
+//! snapshot files in `snapshots/`.
+//!
+//! Applying runs on a blocking thread (redb does file I/O); the outcomes go
+//! to the [`ApplySink`] (the server's dispatcher), which sends the watch
+//! events and replies. openraft's own responders only learn that the entry
+//! is applied: replies never come from `client_write`'s return value.
+//!
+//! Snapshot files are named `snap-<index>.bin`, zero-padded so that name
+//! order is index order. Building or installing one makes it current and
+//! removes the older ones.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::{Stream, TryStreamExt};
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
+
+use super::TypeConfig;
+use crate::machine::{ApplySink, EntryRef, Meta, Payload, StateDb, snapshot};
+
+type LogId = LogIdOf<TypeConfig>;
+type Membership = StoredMembershipOf<TypeConfig>;
+type SnapshotMeta = SnapshotMetaOf<TypeConfig>;
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> io::Result<T> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("corrupt {what}: {e}")))
+}
+
+/// The Raft view of the machine meta: last applied log id and membership.
+fn applied_of(meta: &Meta) -> io::Result<(Option<LogId>, Membership)> {
+    let log_id = meta
+        .applied_log_id
+        .as_deref()
+        .map(|b| decode("applied log id", b))
+        .transpose()?;
+    let membership = meta
+        .membership
+        .as_deref()
+        .map(|b| decode("membership", b))
+        .transpose()?
+        .unwrap_or_default();
+    Ok((log_id, membership))
+}
+
+/// The state machine handed to openraft.
+pub struct StateMachine {
+    state: Arc<StateDb>,
+    sink: Arc<dyn ApplySink>,
+    snapshots: Arc<SnapshotDir>,
+}
+
+impl StateMachine {
+    pub fn new(
+        state: Arc<StateDb>,
+        sink: Arc<dyn ApplySink>,
+        snapshot_dir: PathBuf,
+    ) -> io::Result<StateMachine> {
+        fs::create_dir_all(&snapshot_dir)?;
+        Ok(StateMachine {
+            state,
+            sink,
+            snapshots: Arc::new(SnapshotDir { dir: snapshot_dir }),
+        })
+    }
+}
+
+/// Where snapshot files live.
+struct SnapshotDir {
+    dir: PathBuf,
+}
+
+impl SnapshotDir {
+    fn path_for(&self, index: u64) -> PathBuf {
+        self.dir.join(format!("snap-{index:020}.bin"))
+    }
+
+    /// The newest snapshot file.
+    fn current(&self) -> io::Result<Option<PathBuf>> {
+        let mut names: Vec<PathBuf> = fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("snap-") && n.ends_with(".bin"))
+            })
+            .collect();
+        names.sort();
+        Ok(names.pop())
+    }
+
+    /// Moves a finished temp file into place, durably, and removes older
+    /// snapshots.
+    fn publish(&self, tmp: &Path, index: u64) -> io::Result<PathBuf> {
+        let path = self.path_for(index);
+        fs::rename(tmp, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        for entry in fs::read_dir(&self.dir)? {
+            let p = entry?.path();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            if name.starts_with("snap-") && p != path && name < format!("snap-{index:020}.bin") {
+                fs::remove_file(&p)?;
+            }
+        }
+        metrics::gauge!("corral_snapshot_bytes").set(fs::metadata(&path)?.len() as f64);
+        Ok(path)
+    }
+
+    fn tmp(&self) -> PathBuf {
+        self.dir
+            .join(format!("building-{}.tmp", std::process::id()))
+    }
+
+    fn open(&self, path: &Path) -> io::Result<SnapshotOf<TypeConfig, File>> {
+        let mut file = File::open(path)?;
+        let (raft_meta, _) =
+            snapshot::read_header(&mut BufReader::new(&mut file)).map_err(io_err)?;
+        let meta: SnapshotMeta = decode("snapshot meta", &raft_meta)?;
+        file.rewind()?;
+        Ok(SnapshotOf::<TypeConfig, File> {
+            meta,
+            snapshot: file,
+        })
+    }
+}
+
+/// Builds snapshots off the apply path, from an MVCC read of `state.redb`.
+pub struct SnapshotBuilder {
+    state: Arc<StateDb>,
+    snapshots: Arc<SnapshotDir>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = File;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, File>, io::Error> {
+        let state = self.state.clone();
+        let dir = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || {
+            // Durable state first: the log is purged up to this snapshot.
+            state.sync().map_err(io_err)?;
+            let view = state.read_ungated().map_err(io_err)?;
+            let meta = view.meta().map_err(io_err)?;
+            let (last_log_id, last_membership) = applied_of(&meta)?;
+            let raft_meta = SnapshotMeta {
+                last_log_id,
+                last_membership,
+            };
+            let tmp = dir.tmp();
+            let mut out = BufWriter::new(File::create(&tmp)?);
+            snapshot::write(
+                &view,
+                postcard::to_allocvec(&raft_meta).expect("meta encodes"),
+                &mut out,
+            )
+            .map_err(io_err)?;
+            out.into_inner().map_err(io_err)?.sync_all()?;
+            let path = dir.publish(&tmp, meta.applied_index)?;
+            tracing::info!(index = meta.applied_index, path = %path.display(), "snapshot built");
+            dir.open(&path)
+        })
+        .await
+        .map_err(io_err)?
+    }
+}
+
+/// Copies what it reads into a file: installing a snapshot also keeps it.
+struct Tee<R, W> {
+    src: R,
+    copy: W,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.src.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = File;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), io::Error> {
+        applied_of(&self.state.meta())
+    }
+
+    async fn apply<S>(&mut self, entries: S) -> Result<(), io::Error>
+    where
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
+    {
+        let batch: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        let state = self.state.clone();
+        let sink = self.sink.clone();
+        let (batch, result) = tokio::task::spawn_blocking(move || {
+            let refs: Vec<EntryRef<'_>> = batch
+                .iter()
+                .map(|(e, _)| {
+                    let log_id = e.log_id();
+                    EntryRef {
+                        index: log_id.index(),
+                        log_id: postcard::to_allocvec(&log_id).expect("log id encodes"),
+                        payload: match &e.payload {
+                            EntryPayload::Blank => Payload::Blank,
+                            EntryPayload::Normal(cmd) => Payload::Command(cmd),
+                            EntryPayload::Membership(m) => {
+                                let stored = Membership::new(Some(log_id), m.clone());
+                                Payload::Membership(
+                                    postcard::to_allocvec(&stored).expect("membership encodes"),
+                                )
+                            }
+                        },
+                    }
+                })
+                .collect();
+            let result = state.apply(&refs, sink.as_ref());
+            drop(refs);
+            (batch, result)
+        })
+        .await
+        .map_err(io_err)?;
+        result.map_err(io_err)?;
+        metrics::counter!("corral_applied_entries_total").increment(batch.len() as u64);
+        for (_, responder) in batch {
+            if let Some(r) = responder {
+                r.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            state: self.state.clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: File,
+    ) -> Result<(), io::Error> {
+        let state = self.state.clone();
+        let dir = self.snapshots.clone();
+        let index = meta.last_log_id.as_ref().map_or(0, |l| l.index());
+        tokio::task::spawn_blocking(move || {
+            let tmp = dir.tmp();
+            let mut tee = Tee {
+                src: BufReader::new(snapshot),
+                copy: BufWriter::new(File::create(&tmp)?),
+            };
+            let installed = state.install(&mut tee).map_err(io_err)?;
+            io::copy(&mut tee.src, &mut tee.copy)?;
+            tee.copy.into_inner().map_err(io_err)?.sync_all()?;
+            dir.publish(&tmp, index)?;
+            tracing::info!(index = installed.applied_index, "snapshot installed");
+            Ok(())
+        })
+        .await
+        .map_err(io_err)?
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, File>>, io::Error> {
+        match self.snapshots.current()? {
+            None => Ok(None),
+            Some(path) => self.snapshots.open(&path).map(Some),
+        }
+    }
+}

@@ -1,0 +1,894 @@
+//! One client connection: handshake, then requests in, replies out, in
+//! order.
+//!
+//! A connection is a single task that owns its socket and a queue of the
+//! requests it has accepted but not answered (`pending`). The queue enforces
+//! ZooKeeper's per-session order:
+//! - a write is proposed to Raft as soon as no read is ahead of it, and
+//!   answered when the dispatcher delivers its applied outcome;
+//! - a read runs once everything ahead of it is answered, so it sees the
+//!   session's own writes and never a later one.
+//!
+//! Reads run on a blocking thread, under the state's visibility gate, and
+//! any watch events already queued in the inbox are written before their
+//! replies: a client never sees new data before the event that announces it.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use openraft::impls::ProgressResponder;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Shared;
+use super::dispatch::{ConnMsg, ConnStats};
+use super::fourlw;
+use super::watches::{ConnId, WatchKind};
+use crate::machine::acl;
+use crate::machine::apply::session_password;
+use crate::machine::command::{Command, Identity, Op, Origin, Write};
+use crate::machine::{ReadView, Reply, WriteResult};
+use crate::proto::data::Id;
+use crate::proto::error::ErrorCode;
+use crate::proto::request::{MultiOp, ReadOp, Request, RequestError, SetWatches, decode_request};
+use crate::proto::response::{
+    EventType, MultiResult, ReadResult, Response, put_notification, put_reply,
+};
+use crate::proto::{
+    ConnectRequest, ConnectResponse, FrameError, four_letter_word, op, split_frame, xid,
+};
+use crate::tree::StoreError;
+
+/// Why a connection ended. Logged, never sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("bad connect request: {0}")]
+    Connect(crate::proto::jute::DecodeError),
+    #[error("{0}")]
+    Request(RequestError),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Closed(&'static str),
+}
+
+/// Most consecutive reads run under one gate hold.
+const READ_BATCH_MAX: usize = 64;
+
+/// Serves one accepted socket until it closes.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let id = shared.next_conn_id();
+    let kill = CancellationToken::new();
+    let (inbox, stats) = shared.dispatch.register(
+        id,
+        peer,
+        shared.config.connection_queue as usize,
+        kill.clone(),
+    );
+    metrics::gauge!("corral_connections").increment(1.0);
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let mut conn = Conn {
+        shared: shared.clone(),
+        id,
+        peer,
+        rd,
+        wr,
+        inbuf: BytesMut::with_capacity(8192),
+        out: BytesMut::with_capacity(8192),
+        inbox,
+        stash: None,
+        kill,
+        stats,
+        session: 0,
+        timeout_ms: 0,
+        identity: Identity {
+            ids: vec![Id::new("ip", &peer.ip().to_string())],
+        },
+        pending: VecDeque::new(),
+        acks: FuturesUnordered::new(),
+        closing: None,
+    };
+    match conn.run().await {
+        Ok(()) => {
+            tracing::debug!(conn = id, %peer, session = format!("0x{:x}", conn.session), "connection closed")
+        }
+        Err(e) => {
+            tracing::info!(conn = id, %peer, session = format!("0x{:x}", conn.session), "connection closed: {e}")
+        }
+    }
+    shared.dispatch.unregister(id);
+    metrics::gauge!("corral_connections").decrement(1.0);
+}
+
+/// A request accepted and not answered yet.
+enum Work {
+    Read {
+        xid: i32,
+        opcode: i32,
+        req: Request,
+        started: Instant,
+    },
+    Write {
+        xid: i32,
+        opcode: i32,
+        ops: Vec<i32>,
+        write: Option<Op>,
+        started: Instant,
+    },
+    /// Answer an error in turn, then close (unknown opcode, bad body).
+    Fail { xid: i32, code: ErrorCode },
+}
+
+type Ack =
+    tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<crate::raft::TypeConfig>>;
+
+struct Conn {
+    shared: Arc<Shared>,
+    id: ConnId,
+    peer: SocketAddr,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    inbuf: BytesMut,
+    out: BytesMut,
+    inbox: mpsc::Receiver<ConnMsg>,
+    /// An inbox message taken while draining events, handled next.
+    stash: Option<ConnMsg>,
+    kill: CancellationToken,
+    stats: Arc<ConnStats>,
+    session: i64,
+    timeout_ms: i32,
+    identity: Identity,
+    pending: VecDeque<Work>,
+    /// Raft's verdicts on our proposals: only failures matter, the replies
+    /// come from the dispatcher.
+    acks: FuturesUnordered<Ack>,
+    /// Set when the connection must close once `out` is flushed.
+    closing: Option<&'static str>,
+}
+
+impl Conn {
+    async fn run(&mut self) -> Result<(), ConnError> {
+        if !self.handshake().await? {
+            return Ok(());
+        }
+        self.stats.session.store(self.session, Ordering::Relaxed);
+        loop {
+            self.flush().await?;
+            if let Some(why) = self.closing {
+                tracing::debug!(conn = self.id, "closing: {why}");
+                return Ok(());
+            }
+            if let Some(msg) = self.stash.take() {
+                self.on_msg(msg).await?;
+                continue;
+            }
+            let can_read =
+                self.pending.len() < self.shared.config.max_outstanding_requests as usize;
+            tokio::select! {
+                biased;
+                _ = self.kill.cancelled() => return Err(ConnError::Closed("dropped by the server")),
+                msg = self.inbox.recv() => match msg {
+                    Some(msg) => self.on_msg(msg).await?,
+                    None => return Err(ConnError::Closed("server shutting down")),
+                },
+                Some(ack) = self.acks.next(), if !self.acks.is_empty() => {
+                    if !matches!(ack, Ok(Ok(_))) {
+                        return Err(ConnError::Closed("the write could not be committed (leadership lost)"));
+                    }
+                }
+                n = self.rd.read_buf(&mut self.inbuf), if can_read => {
+                    if n? == 0 {
+                        return Ok(());
+                    }
+                    self.on_bytes().await?;
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), ConnError> {
+        if !self.out.is_empty() {
+            self.wr.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    async fn read_frame(&mut self) -> Result<Option<Bytes>, ConnError> {
+        loop {
+            if let Some(f) =
+                split_frame(&mut self.inbuf, self.shared.config.max_frame_bytes as usize)?
+            {
+                return Ok(Some(f));
+            }
+            if self.rd.read_buf(&mut self.inbuf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads the first frame: a four-letter word or a ConnectRequest, and
+    /// sets up the session. Returns false if the connection is done.
+    async fn handshake(&mut self) -> Result<bool, ConnError> {
+        let deadline = Duration::from_millis(self.shared.config.handshake_timeout_ms);
+        let first = tokio::time::timeout(deadline, async {
+            while self.inbuf.len() < 4 {
+                if self.rd.read_buf(&mut self.inbuf).await? == 0 {
+                    return Ok::<_, ConnError>(false);
+                }
+            }
+            Ok(true)
+        })
+        .await
+        .map_err(|_| ConnError::Closed("no connect request in time"))??;
+        if !first {
+            return Ok(false);
+        }
+        if let Some(word) = four_letter_word(&self.inbuf[..4]) {
+            let text = fourlw::answer(&self.shared, word);
+            self.wr.write_all(text.as_bytes()).await?;
+            self.wr.shutdown().await?;
+            return Ok(false);
+        }
+        let Some(frame) = tokio::time::timeout(deadline, self.read_frame())
+            .await
+            .map_err(|_| ConnError::Closed("no connect request in time"))??
+        else {
+            return Ok(false);
+        };
+        let req = ConnectRequest::decode(&frame).map_err(ConnError::Connect)?;
+        let applied = self.shared.dispatch.applied() as i64;
+        if req.last_zxid_seen > applied {
+            // The client has seen more than this server: it must find a
+            // server that is caught up. ZooKeeper closes without a reply.
+            return Err(ConnError::Closed(
+                "client's last zxid is ahead of this server",
+            ));
+        }
+        if req.read_only != Some(true) && self.shared.read_only() {
+            return Err(ConnError::Closed(
+                "read-only server refuses a client that needs writes",
+            ));
+        }
+        let op = if req.session_id == 0 {
+            Op::CreateSession {
+                timeout_ms: req.timeout_ms,
+            }
+        } else {
+            let secret = self.shared.state.meta().init.map(|i| i.secret);
+            let known = self
+                .shared
+                .state
+                .read_ungated()?
+                .sessions()?
+                .get(req.session_id as u64)
+                .ok()
+                .flatten()
+                .is_some();
+            let ok = known
+                && secret
+                    .is_some_and(|s| session_password(&s, req.session_id)[..] == req.password[..]);
+            if !ok {
+                self.refuse(req.read_only).await?;
+                return Ok(false);
+            }
+            Op::ResumeSession {
+                session: req.session_id,
+            }
+        };
+        self.propose(0, op).await?;
+        let reply = loop {
+            let msg = tokio::time::timeout(deadline, self.inbox.recv())
+                .await
+                .map_err(|_| ConnError::Closed("session setup not committed in time"))?;
+            match msg {
+                Some(ConnMsg::Reply { reply, .. }) => break reply,
+                Some(ConnMsg::Event(_)) => continue,
+                Some(ConnMsg::Close(why)) => return Err(ConnError::Closed(why)),
+                None => return Err(ConnError::Closed("server shutting down")),
+            }
+        };
+        match reply {
+            Reply::Connected {
+                session,
+                password,
+                timeout_ms,
+            } => {
+                self.session = session;
+                self.timeout_ms = timeout_ms;
+                ConnectResponse {
+                    timeout_ms,
+                    session_id: session,
+                    password,
+                    read_only: req.read_only.map(|_| self.shared.read_only()),
+                }
+                .put_frame(&mut self.out);
+                tracing::debug!(conn = self.id, peer = %self.peer, session = format!("0x{session:x}"), timeout_ms, "session established");
+                Ok(true)
+            }
+            _ => {
+                self.refuse(req.read_only).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn refuse(&mut self, read_only: Option<bool>) -> Result<(), ConnError> {
+        ConnectResponse::expired(read_only).put_frame(&mut self.out);
+        self.flush().await
+    }
+
+    /// Proposes a command from this connection. Order of calls is order in
+    /// the log.
+    async fn propose(&mut self, xid: i32, op: Op) -> Result<(), ConnError> {
+        let cmd = Command {
+            time_ms: super::now_ms(),
+            origin: Some(Origin {
+                node: self.shared.node,
+                conn: self.id,
+                xid,
+            }),
+            op,
+        };
+        let (responder, ack) = ProgressResponder::complete_only();
+        self.shared
+            .raft
+            .write(cmd)
+            .responder(responder)
+            .await
+            .map_err(|_| ConnError::Closed("raft has stopped"))?;
+        self.acks.push(ack);
+        Ok(())
+    }
+
+    async fn on_bytes(&mut self) -> Result<(), ConnError> {
+        let max = self.shared.config.max_frame_bytes as usize;
+        while let Some(frame) = split_frame(&mut self.inbuf, max)? {
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            self.shared.stats.received.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .dispatch
+                .liveness
+                .touch(self.session, Instant::now());
+            self.on_frame(&frame).await?;
+            if self.closing.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, frame: &[u8]) -> Result<(), ConnError> {
+        let started = Instant::now();
+        let (h, req) = match decode_request(frame) {
+            Ok(r) => r,
+            Err(RequestError::Header(e)) => {
+                return Err(ConnError::Request(RequestError::Header(e)));
+            }
+            Err(RequestError::UnknownOpcode { xid, opcode }) => {
+                tracing::info!(conn = self.id, opcode, "unknown opcode");
+                return self
+                    .enqueue(Work::Fail {
+                        xid,
+                        code: ErrorCode::Unimplemented,
+                    })
+                    .await;
+            }
+            Err(e @ RequestError::Body { .. }) => {
+                let RequestError::Body { header, .. } = &e else {
+                    unreachable!()
+                };
+                tracing::info!(conn = self.id, "{e}");
+                return self
+                    .enqueue(Work::Fail {
+                        xid: header.xid,
+                        code: ErrorCode::MarshallingError,
+                    })
+                    .await;
+            }
+        };
+        let (xid, opcode) = (h.xid, h.opcode);
+        let session = self.session;
+        let write = |w: Write| Op::Write {
+            session,
+            identity: self.identity.clone(),
+            write: w,
+        };
+        let work = match req {
+            Request::Auth { scheme, auth } => return self.auth(&scheme, &auth).await,
+            Request::Check { .. } => Work::Fail {
+                xid,
+                code: ErrorCode::Unimplemented,
+            },
+            Request::Create {
+                opcode: op_code,
+                req,
+            } => Work::Write {
+                xid,
+                opcode: op_code,
+                ops: vec![],
+                write: Some(write(Write::Create(req))),
+                started,
+            },
+            Request::Delete { path, version } => Work::Write {
+                xid,
+                opcode,
+                ops: vec![],
+                write: Some(write(Write::Delete { path, version })),
+                started,
+            },
+            Request::SetData {
+                path,
+                data,
+                version,
+            } => Work::Write {
+                xid,
+                opcode,
+                ops: vec![],
+                write: Some(write(Write::SetData {
+                    path,
+                    data,
+                    version,
+                })),
+                started,
+            },
+            Request::SetAcl { path, acl, version } => Work::Write {
+                xid,
+                opcode,
+                ops: vec![],
+                write: Some(write(Write::SetAcl { path, acl, version })),
+                started,
+            },
+            Request::Sync { path } => Work::Write {
+                xid,
+                opcode,
+                ops: vec![],
+                write: Some(write(Write::Sync { path })),
+                started,
+            },
+            Request::Multi(ops) => {
+                let codes = ops
+                    .iter()
+                    .map(|o| match o {
+                        MultiOp::Create { opcode, .. } => *opcode,
+                        MultiOp::Delete { .. } => op::DELETE,
+                        MultiOp::SetData { .. } => op::SET_DATA,
+                        MultiOp::Check { .. } => op::CHECK,
+                    })
+                    .collect();
+                Work::Write {
+                    xid,
+                    opcode,
+                    ops: codes,
+                    write: Some(write(Write::Multi(ops))),
+                    started,
+                }
+            }
+            Request::CloseSession => Work::Write {
+                xid,
+                opcode,
+                ops: vec![],
+                write: Some(Op::CloseSession {
+                    session: self.session,
+                }),
+                started,
+            },
+            req => Work::Read {
+                xid,
+                opcode,
+                req,
+                started,
+            },
+        };
+        self.enqueue(work).await
+    }
+
+    async fn enqueue(&mut self, work: Work) -> Result<(), ConnError> {
+        self.pending.push_back(work);
+        self.advance().await
+    }
+
+    /// Runs what can run: reads at the front of the queue, and writes not
+    /// yet proposed that have no read ahead of them.
+    async fn advance(&mut self) -> Result<(), ConnError> {
+        loop {
+            match self.pending.front() {
+                Some(Work::Read { .. }) => {
+                    let mut batch = Vec::new();
+                    while batch.len() < READ_BATCH_MAX
+                        && matches!(self.pending.front(), Some(Work::Read { .. }))
+                    {
+                        batch.push(self.pending.pop_front().expect("front exists"));
+                    }
+                    self.run_reads(batch).await?;
+                }
+                Some(Work::Fail { xid, code }) => {
+                    let (xid, code) = (*xid, *code);
+                    self.pending.pop_front();
+                    self.reply(xid, Err(code.code()));
+                    self.closing = Some("refused request");
+                    return Ok(());
+                }
+                _ => break,
+            }
+        }
+        let mut proposals = Vec::new();
+        for w in self.pending.iter_mut() {
+            match w {
+                Work::Write { xid, write, .. } => {
+                    if let Some(op) = write.take() {
+                        proposals.push((*xid, op));
+                    }
+                }
+                _ => break,
+            }
+        }
+        for (xid, op) in proposals {
+            self.propose(xid, op).await?;
+        }
+        Ok(())
+    }
+
+    fn reply(&mut self, xid: i32, result: Result<&Response, i32>) {
+        let zxid = self.shared.dispatch.applied() as i64;
+        self.reply_at(xid, zxid, result);
+    }
+
+    fn reply_at(&mut self, xid: i32, zxid: i64, result: Result<&Response, i32>) {
+        put_reply(&mut self.out, xid, zxid, result);
+        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn on_msg(&mut self, msg: ConnMsg) -> Result<(), ConnError> {
+        match msg {
+            ConnMsg::Event(frame) => {
+                self.out.extend_from_slice(&frame);
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            ConnMsg::Close(why) => self.closing = Some(why),
+            ConnMsg::Reply { xid, zxid, reply } => {
+                let Some(Work::Write {
+                    xid: want,
+                    opcode,
+                    ops,
+                    write: None,
+                    started,
+                }) = self.pending.pop_front()
+                else {
+                    return Err(ConnError::Closed(
+                        "reply for a request that is not in flight",
+                    ));
+                };
+                if want != xid {
+                    return Err(ConnError::Closed("replies out of order"));
+                }
+                self.shared.stats.record(opcode, started);
+                match reply {
+                    Reply::Write(Err(ErrorCode::SessionMoved)) => {
+                        // ZooKeeper closes such a connection without a reply.
+                        return Err(ConnError::Closed("session moved to another connection"));
+                    }
+                    Reply::Write(Err(code)) => {
+                        self.reply_at(xid, zxid, Err(code.code()));
+                        if code == ErrorCode::SessionExpired {
+                            self.closing = Some("session expired");
+                        }
+                    }
+                    Reply::Write(Ok(result)) => {
+                        let body = encode_write(opcode, &ops, result);
+                        self.reply_at(xid, zxid, Ok(&body));
+                    }
+                    Reply::Closed => {
+                        self.reply_at(xid, zxid, Ok(&Response::Empty));
+                        self.closing = Some("client closed its session");
+                    }
+                    other => {
+                        tracing::error!(conn = self.id, "unexpected reply {other:?} to xid {xid}");
+                        return Err(ConnError::Closed("unexpected reply"));
+                    }
+                }
+                self.advance().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the watch events waiting in the inbox to `out`, stopping at
+    /// the first other message, which is kept for later.
+    fn drain_events(&mut self) {
+        while self.stash.is_none() {
+            match self.inbox.try_recv() {
+                Ok(ConnMsg::Event(frame)) => {
+                    self.out.extend_from_slice(&frame);
+                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(other) => self.stash = Some(other),
+                Err(_) => break,
+            }
+        }
+    }
+
+    async fn run_reads(&mut self, batch: Vec<Work>) -> Result<(), ConnError> {
+        let shared = self.shared.clone();
+        let ctx = ReadCtx {
+            conn: self.id,
+            session: self.session,
+            identity: self.identity.clone(),
+        };
+        let (out, timings) = tokio::task::spawn_blocking(move || run_reads(&shared, &ctx, batch))
+            .await
+            .map_err(|_| ConnError::Closed("read task failed"))??;
+        // Events committed before the reads' view must precede their replies.
+        self.drain_events();
+        self.out.extend_from_slice(&out);
+        let replies = timings.len() as u64;
+        self.stats.sent.fetch_add(replies, Ordering::Relaxed);
+        self.shared.stats.sent.fetch_add(replies, Ordering::Relaxed);
+        for (opcode, started) in timings {
+            self.shared.stats.record(opcode, started);
+        }
+        Ok(())
+    }
+
+    /// `addauth`: answered at once, not queued, so that the identity of
+    /// every later request includes it.
+    async fn auth(&mut self, scheme: &str, auth: &[u8]) -> Result<(), ConnError> {
+        let ok = match scheme {
+            "digest" => match std::str::from_utf8(auth) {
+                Ok(user_password) if user_password.contains(':') => {
+                    let id = acl::digest_id(user_password);
+                    let superuser = self
+                        .shared
+                        .state
+                        .meta()
+                        .init
+                        .and_then(|i| i.config.superuser_digest);
+                    if superuser.as_deref() == Some(id.as_str()) {
+                        self.identity.ids.push(Id::new("super", ""));
+                    }
+                    let id = Id::new("digest", &id);
+                    if !self.identity.ids.contains(&id) {
+                        self.identity.ids.push(id);
+                    }
+                    true
+                }
+                _ => false,
+            },
+            // ZooKeeper's ip provider authenticates the peer address, which
+            // the identity already holds.
+            "ip" => true,
+            _ => false,
+        };
+        if ok {
+            put_reply(&mut self.out, xid::AUTH, 0, Ok(&Response::Empty));
+        } else {
+            tracing::info!(conn = self.id, scheme, "authentication failed");
+            put_reply(
+                &mut self.out,
+                xid::AUTH,
+                0,
+                Err(ErrorCode::AuthFailed.code()),
+            );
+            self.closing = Some("authentication failed");
+        }
+        Ok(())
+    }
+}
+
+/// Turns a write outcome into the reply shape of the opcode the client
+/// used (`create` vs `create2`, the per-op shapes of a multi).
+fn encode_write(opcode: i32, ops: &[i32], result: WriteResult) -> Response {
+    match result {
+        WriteResult::Created { path, stat } => {
+            if opcode == op::CREATE {
+                Response::Create { path }
+            } else {
+                Response::Create2 { path, stat }
+            }
+        }
+        WriteResult::Deleted | WriteResult::Checked => Response::Empty,
+        WriteResult::SetData { stat } | WriteResult::SetAcl { stat } => Response::Stat(stat),
+        WriteResult::Synced { path } => Response::Path(path),
+        WriteResult::Multi(Err(codes)) => {
+            Response::Multi(codes.into_iter().map(MultiResult::Error).collect())
+        }
+        WriteResult::Multi(Ok(results)) => Response::Multi(
+            results
+                .into_iter()
+                .zip(ops)
+                .map(|(r, &code)| match r {
+                    WriteResult::Created { path, .. } if code == op::CREATE => {
+                        MultiResult::Create { path }
+                    }
+                    WriteResult::Created { path, stat } => MultiResult::Create2 { path, stat },
+                    WriteResult::Deleted => MultiResult::Delete,
+                    WriteResult::SetData { stat } => MultiResult::SetData { stat },
+                    _ => MultiResult::Check,
+                })
+                .collect(),
+        ),
+    }
+}
+
+struct ReadCtx {
+    conn: ConnId,
+    session: i64,
+    identity: Identity,
+}
+
+/// Runs a batch of reads against one view, under the gate, registering
+/// their watches. Returns the encoded replies and, per request, its opcode
+/// and start time.
+fn run_reads(
+    shared: &Shared,
+    ctx: &ReadCtx,
+    batch: Vec<Work>,
+) -> Result<(BytesMut, Vec<(i32, Instant)>), StoreError> {
+    let mut out = BytesMut::new();
+    let mut timings = Vec::with_capacity(batch.len());
+    let (gate, view) = shared.state.read()?;
+    let zxid = shared.dispatch.applied() as i64;
+    for w in batch {
+        let Work::Read {
+            xid,
+            opcode,
+            req,
+            started,
+        } = w
+        else {
+            unreachable!("only reads are batched")
+        };
+        let result = read_one(shared, ctx, &view, zxid, &req, &mut out)?;
+        let xid = match req {
+            Request::Ping => xid::PING,
+            _ => xid,
+        };
+        put_reply(&mut out, xid, zxid, result.as_ref().map_err(|e| e.code()));
+        timings.push((opcode, started));
+    }
+    drop(gate);
+    Ok((out, timings))
+}
+
+fn read_one(
+    shared: &Shared,
+    ctx: &ReadCtx,
+    view: &ReadView,
+    zxid: i64,
+    req: &Request,
+    out: &mut BytesMut,
+) -> Result<Result<Response, ErrorCode>, StoreError> {
+    let watch = |kind, path: &str| shared.dispatch.watches.lock().add(kind, path, ctx.conn);
+    Ok(match req {
+        Request::Ping => Ok(Response::Empty),
+        Request::Exists { path, watch: w } => {
+            let r = view.exists(path)?;
+            // An exists watch is set whether or not the node exists.
+            if *w && matches!(r, Ok(_) | Err(ErrorCode::NoNode)) {
+                watch(WatchKind::Data, path);
+            }
+            r.map(Response::Stat)
+        }
+        Request::GetData { path, watch: w } => {
+            let r = view.get_data(path, &ctx.identity)?;
+            if *w && r.is_ok() {
+                watch(WatchKind::Data, path);
+            }
+            r.map(|(data, stat)| Response::Data { data, stat })
+        }
+        Request::GetChildren { path, watch: w } | Request::GetChildren2 { path, watch: w } => {
+            let r = view.get_children(path, &ctx.identity)?;
+            if *w && r.is_ok() {
+                watch(WatchKind::Child, path);
+            }
+            let two = matches!(req, Request::GetChildren2 { .. });
+            r.map(|(children, stat)| {
+                if two {
+                    Response::Children2 { children, stat }
+                } else {
+                    Response::Children { children }
+                }
+            })
+        }
+        Request::GetAcl { path } => view
+            .get_acl(path, &ctx.identity)?
+            .map(|(acl, stat)| Response::Acl { acl, stat }),
+        Request::GetEphemerals { prefix } => {
+            Ok(Response::Strings(view.ephemerals_of(ctx.session, prefix)?))
+        }
+        Request::GetAllChildrenNumber { path } => view
+            .all_children_number(path, &ctx.identity)?
+            .map(Response::Int),
+        Request::MultiRead(ops) => {
+            let mut results = Vec::with_capacity(ops.len());
+            for o in ops {
+                results.push(match o {
+                    ReadOp::GetData { path } => match view.get_data(path, &ctx.identity)? {
+                        Ok((data, stat)) => ReadResult::Data { data, stat },
+                        Err(e) => ReadResult::Error(e.code()),
+                    },
+                    ReadOp::GetChildren { path } => match view.get_children(path, &ctx.identity)? {
+                        Ok((children, _)) => ReadResult::Children { children },
+                        Err(e) => ReadResult::Error(e.code()),
+                    },
+                });
+            }
+            Ok(Response::MultiRead(results))
+        }
+        Request::WhoAmI => Ok(Response::WhoAmI(
+            ctx.identity
+                .ids
+                .iter()
+                .filter(|id| id.scheme != "super")
+                .map(|id| {
+                    let user = if id.scheme == "digest" {
+                        id.id.split(':').next().unwrap_or_default()
+                    } else {
+                        &id.id
+                    };
+                    (id.scheme.clone(), user.to_owned())
+                })
+                .collect(),
+        )),
+        Request::SetWatches(w) => {
+            set_watches(shared, ctx, view, zxid, w, out)?;
+            Ok(Response::Empty)
+        }
+        _ => Err(ErrorCode::Unimplemented),
+    })
+}
+
+/// `setWatches` after a reconnect: fire at once what changed since the
+/// client's last zxid, and re-register the rest (ZooKeeper's
+/// `DataTree.setWatches`).
+fn set_watches(
+    shared: &Shared,
+    ctx: &ReadCtx,
+    view: &ReadView,
+    zxid: i64,
+    w: &SetWatches,
+    out: &mut BytesMut,
+) -> Result<(), StoreError> {
+    let rel = w.relative_zxid;
+    let mut watches = shared.dispatch.watches.lock();
+    for path in &w.data {
+        match view.node(path)? {
+            None => put_notification(out, zxid, EventType::NodeDeleted, path),
+            Some(n) if n.mzxid > rel => {
+                put_notification(out, zxid, EventType::NodeDataChanged, path)
+            }
+            Some(_) => watches.add(WatchKind::Data, path, ctx.conn),
+        }
+    }
+    for path in &w.exist {
+        match view.node(path)? {
+            Some(_) => put_notification(out, zxid, EventType::NodeCreated, path),
+            None => watches.add(WatchKind::Data, path, ctx.conn),
+        }
+    }
+    for path in &w.child {
+        match view.node(path)? {
+            None => put_notification(out, zxid, EventType::NodeDeleted, path),
+            Some(n) if n.pzxid > rel => {
+                put_notification(out, zxid, EventType::NodeChildrenChanged, path)
+            }
+            Some(_) => watches.add(WatchKind::Child, path, ctx.conn),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,210 @@
+//! The dispatcher: from applied entries to connections.
+//!
+//! The state machine hands it each batch's outcomes in log order
+//! ([`ApplySink::publish`]), while the visibility gate is held. For each
+//! entry it queues, in this order:
+//! 1. the entry's watch events, on every watching connection of this node;
+//! 2. the reply, on the origin connection, if that connection is here;
+//! 3. a close, when the entry ended the session of a connection here.
+//!
+//! Queuing never blocks: each connection has a bounded inbox, and a
+//! connection too slow to drain it is dropped rather than allowed to stall
+//! the apply path for everyone.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::sessions::Liveness;
+use super::watches::{ConnId, Watches};
+use crate::machine::{Applied, ApplySink, Reply, SessionChange};
+use crate::proto::response::put_notification;
+
+/// What the dispatcher sends a connection.
+#[derive(Debug)]
+pub enum ConnMsg {
+    /// An encoded watch notification.
+    Event(Bytes),
+    /// The outcome of an entry this connection proposed.
+    Reply { xid: i32, zxid: i64, reply: Reply },
+    /// Close once what is queued before it is sent.
+    Close(&'static str),
+}
+
+/// Counters of one connection, for `cons`, `stat` and metrics.
+#[derive(Default)]
+pub struct ConnStats {
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+    pub session: AtomicI64,
+}
+
+/// The dispatcher's handle on one connection.
+pub struct ConnHandle {
+    tx: mpsc::Sender<ConnMsg>,
+    kill: CancellationToken,
+    pub peer: SocketAddr,
+    pub stats: Arc<ConnStats>,
+}
+
+pub struct Dispatcher {
+    node: u64,
+    conns: Mutex<HashMap<ConnId, ConnHandle>>,
+    pub watches: Mutex<Watches>,
+    pub liveness: Arc<Liveness>,
+    /// The applied index as of the last published batch.
+    applied: AtomicU64,
+}
+
+impl Dispatcher {
+    pub fn new(node: u64, liveness: Arc<Liveness>, applied: u64) -> Dispatcher {
+        Dispatcher {
+            node,
+            conns: Mutex::new(HashMap::new()),
+            watches: Mutex::new(Watches::default()),
+            liveness,
+            applied: AtomicU64::new(applied),
+        }
+    }
+
+    /// Registers a connection; the returned receiver is its inbox.
+    pub fn register(
+        &self,
+        id: ConnId,
+        peer: SocketAddr,
+        inbox_capacity: usize,
+        kill: CancellationToken,
+    ) -> (mpsc::Receiver<ConnMsg>, Arc<ConnStats>) {
+        let (tx, rx) = mpsc::channel(inbox_capacity.max(1));
+        let stats = Arc::new(ConnStats::default());
+        self.conns.lock().insert(
+            id,
+            ConnHandle {
+                tx,
+                kill,
+                peer,
+                stats: stats.clone(),
+            },
+        );
+        (rx, stats)
+    }
+
+    /// Forgets a closed connection and its watches.
+    pub fn unregister(&self, id: ConnId) {
+        self.conns.lock().remove(&id);
+        self.watches.lock().remove_conn(id);
+    }
+
+    /// The zxid of the last batch made visible.
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    /// Connections by peer address: the per-IP limit counts these.
+    pub fn connections_from(&self, ip: std::net::IpAddr) -> usize {
+        self.conns
+            .lock()
+            .values()
+            .filter(|c| c.peer.ip() == ip)
+            .count()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.lock().len()
+    }
+
+    /// Runs `f` over every connection.
+    pub fn for_each_conn(&self, mut f: impl FnMut(ConnId, &ConnHandle)) {
+        for (id, c) in self.conns.lock().iter() {
+            f(*id, c);
+        }
+    }
+
+    fn send(conns: &HashMap<ConnId, ConnHandle>, id: ConnId, msg: ConnMsg) {
+        let Some(c) = conns.get(&id) else { return };
+        if let Err(e) = c.tx.try_send(msg) {
+            match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    tracing::warn!(conn = id, peer = %c.peer, "connection is not reading its replies; closing it");
+                    metrics::counter!("corral_connections_dropped_slow_total").increment(1);
+                }
+                mpsc::error::TrySendError::Closed(_) => {}
+            }
+            c.kill.cancel();
+        }
+    }
+}
+
+impl ApplySink for Dispatcher {
+    fn publish(&self, applied_index: u64, outcomes: Vec<Applied>) {
+        let now = Instant::now();
+        let conns = self.conns.lock();
+        let mut watches = self.watches.lock();
+        for a in outcomes {
+            for (kind, path) in &a.events {
+                let targets = watches.trigger(*kind, path);
+                if targets.is_empty() {
+                    continue;
+                }
+                let mut frame = BytesMut::new();
+                put_notification(&mut frame, a.index as i64, *kind, path);
+                let frame = frame.freeze();
+                for c in targets {
+                    Self::send(&conns, c, ConnMsg::Event(frame.clone()));
+                }
+            }
+            let mut close = None;
+            match a.session {
+                Some(SessionChange::Opened { id, timeout_ms, .. }) => {
+                    self.liveness.add(id, timeout_ms, now)
+                }
+                Some(SessionChange::Resumed {
+                    id,
+                    timeout_ms,
+                    owner,
+                    previous,
+                }) => {
+                    self.liveness.add(id, timeout_ms, now);
+                    if previous.node == self.node && previous != owner {
+                        Self::send(
+                            &conns,
+                            previous.conn,
+                            ConnMsg::Close("session moved to another connection"),
+                        );
+                    }
+                }
+                Some(SessionChange::Ended { id, owner }) => {
+                    self.liveness.remove(id);
+                    if owner.node == self.node {
+                        close = Some(owner.conn);
+                    }
+                }
+                None => {}
+            }
+            if let Some(o) = a.origin
+                && o.node == self.node
+            {
+                Self::send(
+                    &conns,
+                    o.conn,
+                    ConnMsg::Reply {
+                        xid: o.xid,
+                        zxid: a.index as i64,
+                        reply: a.reply,
+                    },
+                );
+            }
+            if let Some(c) = close {
+                Self::send(&conns, c, ConnMsg::Close("session closed"));
+            }
+        }
+        self.applied.store(applied_index, Ordering::Release);
+    }
+}

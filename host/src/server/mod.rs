@@ -1,0 +1,422 @@
+//! The node: storage, Raft, and the client port, wired together.
+//!
+//! [`Node::start`] opens the data directory, starts openraft on the redb
+//! stores, bootstraps a one-member cluster on a fresh directory, waits until
+//! the state machine has re-applied everything committed, and only then
+//! opens the client port. The pieces:
+//! - [`connection`]: one task per client connection;
+//! - [`dispatch`]: routes applied outcomes (events, replies) to connections;
+//! - [`watches`]: this node's watch registry;
+//! - [`sessions`]: session liveness, and expiry through the log;
+//! - [`fourlw`]: the four-letter words.
+
+pub mod connection;
+pub mod dispatch;
+pub mod fourlw;
+pub mod sessions;
+pub mod watches;
+
+use openraft::async_runtime::WatchReceiver;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::ServerState;
+use parking_lot::Mutex;
+use redb::ReadableTable;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use self::dispatch::Dispatcher;
+use self::sessions::Liveness;
+use crate::config::Config;
+use crate::machine::command::{Command, Op};
+use crate::machine::{StateDb, StateOptions};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{NodeInfo, Raft};
+use crate::tree::StoreError;
+
+/// Wall-clock milliseconds, as the leader stamps entries.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path}: {err}")]
+    DataDir { path: String, err: std::io::Error },
+    #[error("state store: {0}")]
+    State(#[from] StoreError),
+    #[error("raft log store: {0}")]
+    Log(std::io::Error),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("listening on {addr}: {err}")]
+    Listen { addr: String, err: std::io::Error },
+}
+
+/// Request counts and latencies, for the four-letter words and metrics.
+#[derive(Default)]
+pub struct Stats {
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+    latency: Mutex<Latency>,
+}
+
+#[derive(Default)]
+struct Latency {
+    min_us: u64,
+    max_us: u64,
+    sum_us: u64,
+    count: u64,
+}
+
+impl Stats {
+    /// Records one answered request.
+    pub fn record(&self, opcode: i32, started: Instant) {
+        let elapsed = started.elapsed();
+        let us = elapsed.as_micros() as u64;
+        {
+            let mut l = self.latency.lock();
+            l.min_us = if l.count == 0 { us } else { l.min_us.min(us) };
+            l.max_us = l.max_us.max(us);
+            l.sum_us += us;
+            l.count += 1;
+        }
+        let name = crate::proto::op::name(opcode);
+        metrics::counter!("corral_requests_total", "op" => name).increment(1);
+        metrics::histogram!("corral_request_seconds", "op" => name).record(elapsed.as_secs_f64());
+    }
+
+    /// (min, avg, max) latency in ms, as `srvr` prints it.
+    pub fn latency_ms(&self) -> (f64, f64, f64) {
+        let l = self.latency.lock();
+        let avg = if l.count == 0 {
+            0.0
+        } else {
+            l.sum_us as f64 / l.count as f64 / 1000.0
+        };
+        (l.min_us as f64 / 1000.0, avg, l.max_us as f64 / 1000.0)
+    }
+
+    /// `srst`: reset the counters.
+    pub fn reset(&self) {
+        *self.latency.lock() = Latency::default();
+        self.received.store(0, Ordering::Relaxed);
+        self.sent.store(0, Ordering::Relaxed);
+    }
+}
+
+/// What every connection and background task of a node shares.
+pub struct Shared {
+    pub node: u64,
+    pub config: Arc<Config>,
+    pub raft: Raft,
+    pub state: Arc<StateDb>,
+    pub dispatch: Arc<Dispatcher>,
+    pub stats: Stats,
+    pub started: Instant,
+    /// Connection ids are `boot << 32 | counter`: unique across restarts,
+    /// because replies are routed by (node, connection).
+    boot: u64,
+    next_conn: AtomicU64,
+    ready: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    pub fn next_conn_id(&self) -> u64 {
+        (self.boot << 32) | (self.next_conn.fetch_add(1, Ordering::Relaxed) & 0xFFFF_FFFF)
+    }
+
+    /// Read-only mode arrives with the cluster; a node is read-write today.
+    pub fn read_only(&self) -> bool {
+        false
+    }
+
+    /// Caught up with the log and serving clients.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// `standalone` for a one-member cluster, as ZooKeeper says it;
+    /// otherwise this member's Raft role.
+    pub fn mode(&self) -> &'static str {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let members = m.membership_config.membership().voter_ids().count();
+        match m.state {
+            ServerState::Leader if members <= 1 => "standalone",
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Learner => "observer",
+            _ => "candidate",
+        }
+    }
+}
+
+/// A running node.
+pub struct Node {
+    pub shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn raft_config(c: &Config) -> Result<openraft::Config, StartError> {
+    openraft::Config {
+        cluster_name: "corral".into(),
+        election_timeout_min: c.election_timeout_min_ms,
+        election_timeout_max: c.election_timeout_max_ms,
+        heartbeat_interval: c.heartbeat_interval_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: c.snapshot_logs_to_keep,
+        purge_batch_size: 256,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Raft(e.to_string()))
+}
+
+impl Node {
+    /// Opens storage and starts Raft; a fresh data directory becomes a
+    /// one-member cluster. Then [`Node::recover`], then [`Node::serve`].
+    pub async fn open(config: Config) -> Result<Node, StartError> {
+        let config = Arc::new(config);
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|err| StartError::DataDir {
+            path: dir.display().to_string(),
+            err,
+        })?;
+        let state = Arc::new(StateDb::open(
+            &dir.join("state.redb"),
+            StateOptions {
+                cache_bytes: config.state_cache_bytes as usize,
+                sync_interval: Duration::from_millis(config.state_sync_interval_ms),
+            },
+        )?);
+        let log = LogStore::open(&dir.join("raft-log.redb")).map_err(StartError::Log)?;
+        let liveness = Arc::new(Liveness::default());
+        let dispatch = Arc::new(Dispatcher::new(
+            config.node_id,
+            liveness.clone(),
+            state.applied_index(),
+        ));
+        let sm = StateMachine::new(state.clone(), dispatch.clone(), dir.join("snapshots"))
+            .map_err(|err| StartError::DataDir {
+                path: dir.display().to_string(),
+                err,
+            })?;
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config(&config)?),
+            Network,
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let fresh = !raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if fresh {
+            let me = NodeInfo {
+                raft_addr: String::new(),
+                client_addr: config.client_addr.to_string(),
+            };
+            raft.initialize(BTreeMap::from([(config.node_id, me)]))
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?;
+            tracing::info!(
+                node = config.node_id,
+                "initialized a new one-member cluster"
+            );
+        }
+        let shared = Arc::new(Shared {
+            node: config.node_id,
+            config: config.clone(),
+            raft,
+            state,
+            dispatch,
+            stats: Stats::default(),
+            started: Instant::now(),
+            boot: rand::random::<u32>() as u64,
+            next_conn: AtomicU64::new(1),
+            ready: std::sync::atomic::AtomicBool::new(false),
+        });
+        Ok(Node {
+            shared,
+            shutdown: CancellationToken::new(),
+            tasks: Vec::new(),
+        })
+    }
+
+    /// Waits until the state machine has applied everything this node had
+    /// committed before it stopped, and until the cluster is initialized.
+    pub async fn recover(&self) -> Result<(), StartError> {
+        let s = &self.shared;
+        let wait = Duration::from_millis(s.config.startup_timeout_ms);
+        s.raft
+            .wait(Some(wait))
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await
+            .map_err(|e| StartError::Raft(format!("no leader within {wait:?}: {e}")))?;
+        if s.state.meta().init.is_none() && s.raft.is_leader() {
+            let init = Op::Init {
+                config: s.config.cluster_seed(),
+                secret: rand::random(),
+            };
+            s.raft
+                .client_write(Command {
+                    time_ms: now_ms(),
+                    origin: None,
+                    op: init,
+                })
+                .await
+                .map_err(|e| StartError::Raft(format!("initializing the cluster: {e}")))?;
+        }
+        s.raft
+            .wait_for_recovery(Some(wait))
+            .await
+            .map_err(|e| StartError::Raft(format!("recovery: {e}")))?;
+        let deadline = Instant::now() + wait;
+        while s.state.meta().init.is_none() {
+            if Instant::now() > deadline {
+                return Err(StartError::Raft(
+                    "the cluster's init entry was not applied in time".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Every live session gets a full timeout from now.
+        let view = s.state.read_ungated()?;
+        let now = Instant::now();
+        for item in view.sessions()?.iter().map_err(StoreError::from)? {
+            let (k, v) = item.map_err(StoreError::from)?;
+            let session =
+                crate::tree::Session::decode(v.value()).map_err(|err| StoreError::Corrupt {
+                    what: "session",
+                    err,
+                })?;
+            s.dispatch
+                .liveness
+                .add(k.value() as i64, session.timeout_ms, now);
+        }
+        if let Some(init) = s.state.meta().init
+            && init.config != s.config.cluster_seed()
+        {
+            tracing::warn!(
+                replicated = ?init.config,
+                "this node's settings for replicated config differ from the cluster's; the cluster's apply"
+            );
+        }
+        tracing::info!(
+            applied = s.state.applied_index(),
+            sessions = s.dispatch.liveness.len(),
+            "state recovered"
+        );
+        Ok(())
+    }
+
+    /// Opens the client port and the background tasks; marks the node ready.
+    pub async fn serve(&mut self) -> Result<std::net::SocketAddr, StartError> {
+        let s = self.shared.clone();
+        let addr = s.config.client_addr;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|err| StartError::Listen {
+                addr: addr.to_string(),
+                err,
+            })?;
+        let local = listener.local_addr().map_err(|err| StartError::Listen {
+            addr: addr.to_string(),
+            err,
+        })?;
+        self.tasks.push(tokio::spawn(accept_loop(
+            s.clone(),
+            listener,
+            self.shutdown.clone(),
+        )));
+        self.tasks
+            .push(tokio::spawn(expiry_loop(s.clone(), self.shutdown.clone())));
+        s.ready.store(true, Ordering::Release);
+        tracing::info!(%local, "serving ZooKeeper clients");
+        Ok(local)
+    }
+
+    /// Stops accepting, stops Raft, and makes the applied state durable.
+    pub async fn shutdown(self) {
+        self.shared.ready.store(false, Ordering::Release);
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Err(e) = self.shared.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+        if let Err(e) = self.shared.state.sync() {
+            tracing::error!("final state sync: {e}");
+        }
+    }
+}
+
+async fn accept_loop(s: Arc<Shared>, listener: TcpListener, stop: CancellationToken) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let limit = s.config.max_connections_per_ip as usize;
+        if limit > 0 && s.dispatch.connections_from(peer.ip()) >= limit {
+            tracing::warn!(%peer, limit, "too many connections from this address; refusing");
+            metrics::counter!("corral_connections_refused_total").increment(1);
+            drop(stream);
+            continue;
+        }
+        tokio::spawn(connection::serve(s.clone(), stream, peer));
+    }
+}
+
+/// On the leader, proposes the expiry of sessions that went silent. After
+/// this node becomes leader, every session first gets a full timeout.
+async fn expiry_loop(s: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(s.config.session_check_ms));
+    let mut was_leader = s.raft.is_leader();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let leader = s.raft.is_leader();
+        if leader && !was_leader {
+            s.dispatch.liveness.restart_all(Instant::now());
+        }
+        was_leader = leader;
+        if !leader {
+            continue;
+        }
+        for session in s.dispatch.liveness.take_expired(Instant::now()) {
+            tracing::info!(session = format!("0x{session:x}"), "session expired");
+            let cmd = Command {
+                time_ms: now_ms(),
+                origin: None,
+                op: Op::ExpireSession { session },
+            };
+            if s.raft.client_write_ff(cmd, None).await.is_err() {
+                s.dispatch.liveness.unmark(session);
+            }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Session liveness: who has been heard from, and who has gone quiet.
+//!
+//! Pings are not log entries. Each node notes when it last heard from each
+//! session (any frame counts). Only the leader acts on it: a session silent
+//! for its whole timeout gets an `ExpireSession` entry, and its apply
+//! removes the session and its ephemerals on every replica.
+//!
+//! After a restart or a leader change nobody knows when a session was last
+//! heard from, so every session gets a full timeout from that moment
+//! ([`Liveness::restart_all`]) before it can expire.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+struct Entry {
+    timeout: Duration,
+    deadline: Instant,
+    /// An expiry is proposed and not applied yet.
+    expiring: bool,
+}
+
+#[derive(Default)]
+pub struct Liveness {
+    sessions: Mutex<HashMap<i64, Entry>>,
+}
+
+impl Liveness {
+    /// A session that is live in the replicated state.
+    pub fn add(&self, id: i64, timeout_ms: i32, now: Instant) {
+        let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
+        self.sessions.lock().insert(
+            id,
+            Entry {
+                timeout,
+                deadline: now + timeout,
+                expiring: false,
+            },
+        );
+    }
+
+    pub fn remove(&self, id: i64) {
+        self.sessions.lock().remove(&id);
+    }
+
+    /// The session was heard from.
+    pub fn touch(&self, id: i64, now: Instant) {
+        if let Some(e) = self.sessions.lock().get_mut(&id) {
+            e.deadline = now + e.timeout;
+        }
+    }
+
+    /// Every session gets a full timeout from `now`.
+    pub fn restart_all(&self, now: Instant) {
+        for e in self.sessions.lock().values_mut() {
+            e.deadline = now + e.timeout;
+            e.expiring = false;
+        }
+    }
+
+    /// Sessions past their deadline that have no expiry in flight; they are
+    /// marked as expiring. Ordered by id, so proposals are deterministic.
+    pub fn take_expired(&self, now: Instant) -> Vec<i64> {
+        let mut out: Vec<i64> = self
+            .sessions
+            .lock()
+            .iter_mut()
+            .filter(|(_, e)| !e.expiring && e.deadline <= now)
+            .map(|(id, e)| {
+                e.expiring = true;
+                *id
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// An expiry proposal failed (lost leadership): try again later.
+    pub fn unmark(&self, id: i64) {
+        if let Some(e) = self.sessions.lock().get_mut(&id) {
+            e.expiring = false;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_after_silence_and_full_timeout_on_restart() {
+        let t0 = Instant::now();
+        let l = Liveness::default();
+        l.add(1, 1000, t0);
+        l.add(2, 1000, t0);
+        l.touch(2, t0 + Duration::from_millis(900));
+        assert_eq!(l.take_expired(t0 + Duration::from_millis(1000)), vec![1]);
+        // Marked: not proposed twice.
+        assert_eq!(
+            l.take_expired(t0 + Duration::from_millis(1100)),
+            Vec::<i64>::new()
+        );
+        l.restart_all(t0 + Duration::from_millis(1100));
+        assert_eq!(
+            l.take_expired(t0 + Duration::from_millis(2000)),
+            Vec::<i64>::new()
+        );
+        assert_eq!(l.take_expired(t0 + Duration::from_millis(2100)), vec![1, 2]);
+    }
+}
