@@ -99,9 +99,7 @@ impl Default for Config {
             connection_queue: 10_000,
             extended_types: false,
             superuser_digest: None,
-            four_letter_words: ["srvr", "stat", "ruok", "envi", "conf", "isro", "mntr"]
-                .map(String::from)
-                .to_vec(),
+            four_letter_words: ["srvr", "stat", "ruok", "envi", "conf", "isro", "mntr"].map(String::from).to_vec(),
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
             heartbeat_interval_ms: 100,
@@ -125,25 +123,16 @@ pub enum ConfigError {
 impl Config {
     /// Layers defaults, the TOML file (if any), `CORRAL_*` variables and the
     /// flags that were given, then validates the result.
-    pub fn load(
-        file: Option<&std::path::Path>,
-        flags: impl Serialize,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(file: Option<&std::path::Path>, flags: impl Serialize) -> Result<Config, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(f) = file {
             if !f.exists() {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {} does not exist",
-                    f.display()
-                )));
+                return Err(ConfigError::Invalid(format!("config file {} does not exist", f.display())));
             }
             fig = fig.merge(Toml::file(f));
         }
-        let config: Config = fig
-            .merge(Env::prefixed("CORRAL_"))
-            .merge(Serialized::globals(flags))
-            .extract()
-            .map_err(Box::new)?;
+        let config: Config =
+            fig.merge(Env::prefixed("CORRAL_")).merge(Serialized::globals(flags)).extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }
@@ -159,19 +148,13 @@ impl Config {
         if self.election_timeout_min_ms >= self.election_timeout_max_ms
             || self.heartbeat_interval_ms >= self.election_timeout_min_ms
         {
-            return bad(
-                "need heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms"
-                    .into(),
-            );
+            return bad("need heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms".into());
         }
         for (name, v) in [
             ("tick_time_ms", self.tick_time_ms),
             ("session_check_ms", self.session_check_ms),
             ("max_frame_bytes", self.max_frame_bytes as u64),
-            (
-                "max_outstanding_requests",
-                self.max_outstanding_requests as u64,
-            ),
+            ("max_outstanding_requests", self.max_outstanding_requests as u64),
             ("connection_queue", self.connection_queue as u64),
             ("snapshot_every_entries", self.snapshot_every_entries),
         ] {
@@ -183,13 +166,11 @@ impl Config {
     }
 
     pub fn min_session_timeout(&self) -> u32 {
-        self.min_session_timeout_ms
-            .unwrap_or((2 * self.tick_time_ms) as u32)
+        self.min_session_timeout_ms.unwrap_or((2 * self.tick_time_ms) as u32)
     }
 
     pub fn max_session_timeout(&self) -> u32 {
-        self.max_session_timeout_ms
-            .unwrap_or((20 * self.tick_time_ms) as u32)
+        self.max_session_timeout_ms.unwrap_or((20 * self.tick_time_ms) as u32)
     }
 
     /// The replicated configuration a fresh cluster starts with.
@@ -225,13 +206,7 @@ mod tests {
         struct Port {
             client_addr: &'static str,
         }
-        let c = Config::load(
-            Some(&f),
-            Port {
-                client_addr: "127.0.0.1:4000",
-            },
-        )
-        .unwrap();
+        let c = Config::load(Some(&f), Port { client_addr: "127.0.0.1:4000" }).unwrap();
         assert_eq!(c.client_addr.port(), 4000);
 
         std::fs::write(&f, "tick_time = 100\n").unwrap();

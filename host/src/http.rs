@@ -35,10 +35,7 @@ async fn ready(State(h): State<Http>) -> (StatusCode, String) {
     if h.shared.is_ready() && m.current_leader.is_some() && applied >= committed {
         (StatusCode::OK, format!("ready: applied {applied}\n"))
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: applied {applied} of committed {committed}\n"),
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: applied {applied} of committed {committed}\n"))
     }
 }
 

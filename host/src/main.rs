@@ -10,11 +10,7 @@ use corral::config::Config;
 use corral::server::Node;
 
 #[derive(Parser)]
-#[command(
-    name = "corral",
-    version,
-    about = "A programmable coordination server that speaks ZooKeeper's protocol"
-)]
+#[command(name = "corral", version, about = "A programmable coordination server that speaks ZooKeeper's protocol")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,9 +82,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
     let http_addr = config.http_addr;
     let mut node = Node::open(config).await?;
-    let http = tokio::net::TcpListener::bind(http_addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("listening on {http_addr}: {e}"))?;
+    let http =
+        tokio::net::TcpListener::bind(http_addr).await.map_err(|e| anyhow::anyhow!("listening on {http_addr}: {e}"))?;
     let http_local = http.local_addr()?;
     let router = corral::http::router(node.shared.clone(), prometheus);
     let http_task = tokio::spawn(async move { axum::serve(http, router).await });
@@ -103,8 +98,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler installs");
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

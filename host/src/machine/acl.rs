@@ -19,10 +19,7 @@ use crate::proto::error::ErrorCode;
 pub fn digest_id(user_password: &str) -> String {
     let user = user_password.split(':').next().unwrap_or_default();
     let hash = Sha1::digest(user_password.as_bytes());
-    format!(
-        "{user}:{}",
-        base64::engine::general_purpose::STANDARD.encode(hash)
-    )
+    format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(hash))
 }
 
 /// Does `acl` grant `perm` to `identity`?
@@ -30,18 +27,12 @@ pub fn allowed(acl: &[Acl], identity: &Identity, perm: i32) -> bool {
     if identity.is_super() {
         return true;
     }
-    acl.iter()
-        .filter(|a| a.perms & perm != 0)
-        .any(|a| identity.ids.iter().any(|id| matches(&a.id, id)))
+    acl.iter().filter(|a| a.perms & perm != 0).any(|a| identity.ids.iter().any(|id| matches(&a.id, id)))
 }
 
 /// Fails with `NoAuth` unless `acl` grants `perm`.
 pub fn check(acl: &[Acl], identity: &Identity, perm: i32) -> Result<(), ErrorCode> {
-    if allowed(acl, identity, perm) {
-        Ok(())
-    } else {
-        Err(ErrorCode::NoAuth)
-    }
+    if allowed(acl, identity, perm) { Ok(()) } else { Err(ErrorCode::NoAuth) }
 }
 
 fn matches(acl_id: &Id, caller: &Id) -> bool {
@@ -108,15 +99,8 @@ pub fn fixup(acl: &[Acl], identity: &Identity) -> Result<Vec<Acl>, ErrorCode> {
             let mut any = false;
             // Of the ids a connection holds, `ip` and `super` are not
             // "authenticated" in ZooKeeper's sense.
-            for id in identity
-                .ids
-                .iter()
-                .filter(|id| !matches!(id.scheme.as_str(), "ip" | "super"))
-            {
-                push(Acl {
-                    perms: a.perms,
-                    id: id.clone(),
-                });
+            for id in identity.ids.iter().filter(|id| !matches!(id.scheme.as_str(), "ip" | "super")) {
+                push(Acl { perms: a.perms, id: id.clone() });
                 any = true;
             }
             if !any {
@@ -138,10 +122,7 @@ pub fn masked(acl: &[Acl]) -> Vec<Acl> {
         .map(|a| {
             if a.id.scheme == "digest" {
                 let user = a.id.id.split(':').next().unwrap_or_default();
-                Acl {
-                    perms: a.perms,
-                    id: Id::new("digest", &format!("{user}:x")),
-                }
+                Acl { perms: a.perms, id: Id::new("digest", &format!("{user}:x")) }
             } else {
                 a.clone()
             }
@@ -155,72 +136,39 @@ mod tests {
     use crate::proto::data::perms;
 
     fn who(ids: &[(&str, &str)]) -> Identity {
-        Identity {
-            ids: ids.iter().map(|(s, i)| Id::new(s, i)).collect(),
-        }
+        Identity { ids: ids.iter().map(|(s, i)| Id::new(s, i)).collect() }
     }
 
     #[test]
     fn digest_matches_zookeeper() {
         // zkCli's `addauth digest super:test` matches the superDigest
         // `super:D/InIHSb7yEEbrWz8b9l71RjZJU=` that apache-zk.sh configures.
-        assert_eq!(
-            digest_id("super:test"),
-            "super:D/InIHSb7yEEbrWz8b9l71RjZJU="
-        );
+        assert_eq!(digest_id("super:test"), "super:D/InIHSb7yEEbrWz8b9l71RjZJU=");
     }
 
     #[test]
     fn checks() {
         let acl = vec![
-            Acl {
-                perms: perms::READ,
-                id: Id::new("world", "anyone"),
-            },
-            Acl {
-                perms: perms::ALL,
-                id: Id::new("digest", "u:h"),
-            },
-            Acl {
-                perms: perms::WRITE,
-                id: Id::new("ip", "10.0.0.0/8"),
-            },
+            Acl { perms: perms::READ, id: Id::new("world", "anyone") },
+            Acl { perms: perms::ALL, id: Id::new("digest", "u:h") },
+            Acl { perms: perms::WRITE, id: Id::new("ip", "10.0.0.0/8") },
         ];
         let anon = who(&[("ip", "127.0.0.1")]);
         assert!(allowed(&acl, &anon, perms::READ));
         assert!(!allowed(&acl, &anon, perms::WRITE));
         assert!(allowed(&acl, &who(&[("ip", "10.1.2.3")]), perms::WRITE));
-        assert!(allowed(
-            &acl,
-            &who(&[("ip", "1.1.1.1"), ("digest", "u:h")]),
-            perms::ADMIN
-        ));
+        assert!(allowed(&acl, &who(&[("ip", "1.1.1.1"), ("digest", "u:h")]), perms::ADMIN));
         assert!(allowed(&acl, &who(&[("super", "")]), perms::ADMIN));
     }
 
     #[test]
     fn fixup_expands_auth_and_refuses_bad_lists() {
-        let auth = vec![Acl {
-            perms: perms::ALL,
-            id: Id::new("auth", ""),
-        }];
-        assert_eq!(
-            fixup(&auth, &who(&[("ip", "127.0.0.1")])),
-            Err(ErrorCode::InvalidAcl)
-        );
+        let auth = vec![Acl { perms: perms::ALL, id: Id::new("auth", "") }];
+        assert_eq!(fixup(&auth, &who(&[("ip", "127.0.0.1")])), Err(ErrorCode::InvalidAcl));
         let me = who(&[("ip", "127.0.0.1"), ("digest", "u:h")]);
-        assert_eq!(
-            fixup(&auth, &me).unwrap(),
-            vec![Acl {
-                perms: perms::ALL,
-                id: Id::new("digest", "u:h")
-            }]
-        );
+        assert_eq!(fixup(&auth, &me).unwrap(), vec![Acl { perms: perms::ALL, id: Id::new("digest", "u:h") }]);
         assert_eq!(fixup(&[], &me), Err(ErrorCode::InvalidAcl));
-        let bad = vec![Acl {
-            perms: perms::ALL,
-            id: Id::new("world", "someone"),
-        }];
+        let bad = vec![Acl { perms: perms::ALL, id: Id::new("world", "someone") }];
         assert_eq!(fixup(&bad, &me), Err(ErrorCode::InvalidAcl));
         let twice = [Acl::open(), Acl::open()].concat();
         assert_eq!(fixup(&twice, &me).unwrap(), Acl::open());
@@ -228,10 +176,7 @@ mod tests {
 
     #[test]
     fn masking_hides_digests() {
-        let acl = vec![Acl {
-            perms: perms::ALL,
-            id: Id::new("digest", "u:secret"),
-        }];
+        let acl = vec![Acl { perms: perms::ALL, id: Id::new("digest", "u:secret") }];
         assert_eq!(masked(&acl)[0].id.id, "u:x");
     }
 }

@@ -20,8 +20,8 @@ use crate::proto::op;
 use crate::proto::request::{CreateRequest, MultiOp};
 use crate::proto::response::EventType;
 use crate::tree::{
-    self, CONTAINER_OWNER, EPHEMERALS, NODES, Node, Owner, RecordKind, SESSIONS, Session,
-    StoreError, TTL_OWNER_MASK, path,
+    self, CONTAINER_OWNER, EPHEMERALS, NODES, Node, Owner, RecordKind, SESSIONS, Session, StoreError, TTL_OWNER_MASK,
+    path,
 };
 
 /// Largest TTL ZooKeeper accepts: 2^40 - 1 ms.
@@ -48,20 +48,12 @@ impl<'t> Tables<'t> {
 
     /// Writes one node, or deletes it, keeping the ephemeral index and the
     /// digest in step.
-    pub fn write_node(
-        &mut self,
-        meta: &mut Meta,
-        p: &str,
-        new: Option<&Node>,
-    ) -> Result<(), StoreError> {
+    pub fn write_node(&mut self, meta: &mut Meta, p: &str, new: Option<&Node>) -> Result<(), StoreError> {
         let key = path::key(p);
         let old = match self.nodes.get(key.as_slice())? {
             Some(v) => {
                 meta.digest.remove(RecordKind::Node, &key, v.value());
-                Some(
-                    Node::decode(v.value())
-                        .map_err(|err| StoreError::Corrupt { what: "node", err })?,
-                )
+                Some(Node::decode(v.value()).map_err(|err| StoreError::Corrupt { what: "node", err })?)
             }
             None => None,
         };
@@ -69,8 +61,8 @@ impl<'t> Tables<'t> {
             meta.node_count -= 1;
             meta.data_bytes -= old.data.as_ref().map_or(0, |d| d.len() as u64);
             if let Some(session) = old.session_owner() {
-                self.ephemerals
-                    .remove(tree::ephemeral_key(session, p).as_slice())?;
+                meta.ephemeral_count -= 1;
+                self.ephemerals.remove(tree::ephemeral_key(session, p).as_slice())?;
             }
         }
         match new {
@@ -81,8 +73,8 @@ impl<'t> Tables<'t> {
                 meta.data_bytes += node.data.as_ref().map_or(0, |d| d.len() as u64);
                 self.nodes.insert(key.as_slice(), bytes.as_slice())?;
                 if let Some(session) = node.session_owner() {
-                    self.ephemerals
-                        .insert(tree::ephemeral_key(session, p).as_slice(), ())?;
+                    meta.ephemeral_count += 1;
+                    self.ephemerals.insert(tree::ephemeral_key(session, p).as_slice(), ())?;
                 }
             }
             None => {
@@ -93,12 +85,7 @@ impl<'t> Tables<'t> {
     }
 
     /// Writes one session, or deletes it, keeping the digest in step.
-    pub fn write_session(
-        &mut self,
-        meta: &mut Meta,
-        id: i64,
-        new: Option<&Session>,
-    ) -> Result<(), StoreError> {
+    pub fn write_session(&mut self, meta: &mut Meta, id: i64, new: Option<&Session>) -> Result<(), StoreError> {
         let key = (id as u64).to_be_bytes();
         if let Some(v) = self.sessions.get(id as u64)? {
             meta.digest.remove(RecordKind::Session, &key, v.value());
@@ -133,10 +120,7 @@ pub fn initial_nodes() -> Vec<(&'static str, Node)> {
         acl,
         data: Some(Vec::new()),
     };
-    let read_only = vec![Acl {
-        perms: perms::READ,
-        id: Id::new("world", "anyone"),
-    }];
+    let read_only = vec![Acl { perms: perms::READ, id: Id::new("world", "anyone") }];
     vec![
         ("/", node(1, Acl::open())),
         ("/zookeeper", node(2, Acl::open())),
@@ -171,22 +155,10 @@ pub fn apply_command(
     cmd: &Command,
 ) -> Result<Applied, StoreError> {
     meta.last_time_ms = meta.last_time_ms.max(cmd.time_ms);
-    let mut a = Apply {
-        tables,
-        meta,
-        index,
-        time: 0,
-        events: Vec::new(),
-    };
+    let mut a = Apply { tables, meta, index, time: 0, events: Vec::new() };
     a.time = a.meta.last_time_ms;
     let (reply, session) = a.command(cmd)?;
-    Ok(Applied {
-        index,
-        origin: cmd.origin,
-        reply,
-        events: a.events,
-        session,
-    })
+    Ok(Applied { index, origin: cmd.origin, reply, events: a.events, session })
 }
 
 struct Apply<'a, 't> {
@@ -209,10 +181,7 @@ impl Apply<'_, '_> {
     fn command(&mut self, cmd: &Command) -> Result<(Reply, Option<SessionChange>), StoreError> {
         let Some(init) = self.meta.init.clone() else {
             if let Op::Init { config, secret } = &cmd.op {
-                self.meta.init = Some(super::InitState {
-                    config: config.clone(),
-                    secret: *secret,
-                });
+                self.meta.init = Some(super::InitState { config: config.clone(), secret: *secret });
                 let bytes = postcard::to_allocvec(config).expect("config encodes");
                 self.meta.digest.add(RecordKind::Config, b"config", &bytes);
             }
@@ -226,28 +195,15 @@ impl Apply<'_, '_> {
                     return Ok((Reply::None, None));
                 };
                 let id = session_id(origin.node, self.index);
-                let timeout_ms = (*timeout_ms).clamp(
-                    init.config.min_session_timeout_ms,
-                    init.config.max_session_timeout_ms,
-                );
-                let owner = Owner {
-                    node: origin.node,
-                    conn: origin.conn,
-                };
+                let timeout_ms =
+                    (*timeout_ms).clamp(init.config.min_session_timeout_ms, init.config.max_session_timeout_ms);
+                let owner = Owner { node: origin.node, conn: origin.conn };
                 let session = Session { timeout_ms, owner };
                 self.tables.write_session(self.meta, id, Some(&session))?;
                 let password = session_password(&init.secret, id);
                 Ok((
-                    Reply::Connected {
-                        session: id,
-                        password,
-                        timeout_ms,
-                    },
-                    Some(SessionChange::Opened {
-                        id,
-                        timeout_ms,
-                        owner,
-                    }),
+                    Reply::Connected { session: id, password, timeout_ms },
+                    Some(SessionChange::Opened { id, timeout_ms, owner }),
                 ))
             }
             Op::ResumeSession { session } => {
@@ -258,24 +214,12 @@ impl Apply<'_, '_> {
                     return Ok((Reply::ConnectRefused, None));
                 };
                 let previous = s.owner;
-                s.owner = Owner {
-                    node: origin.node,
-                    conn: origin.conn,
-                };
+                s.owner = Owner { node: origin.node, conn: origin.conn };
                 self.tables.write_session(self.meta, *session, Some(&s))?;
                 let password = session_password(&init.secret, *session);
                 Ok((
-                    Reply::Connected {
-                        session: *session,
-                        password,
-                        timeout_ms: s.timeout_ms,
-                    },
-                    Some(SessionChange::Resumed {
-                        id: *session,
-                        timeout_ms: s.timeout_ms,
-                        owner: s.owner,
-                        previous,
-                    }),
+                    Reply::Connected { session: *session, password, timeout_ms: s.timeout_ms },
+                    Some(SessionChange::Resumed { id: *session, timeout_ms: s.timeout_ms, owner: s.owner, previous }),
                 ))
             }
             Op::CloseSession { session } => {
@@ -283,29 +227,13 @@ impl Apply<'_, '_> {
                     return Ok((Reply::Write(Err(e)), None));
                 }
                 let owner = self.end_session(*session)?;
-                Ok((
-                    Reply::Closed,
-                    owner.map(|owner| SessionChange::Ended {
-                        id: *session,
-                        owner,
-                    }),
-                ))
+                Ok((Reply::Closed, owner.map(|owner| SessionChange::Ended { id: *session, owner })))
             }
             Op::ExpireSession { session } => {
                 let owner = self.end_session(*session)?;
-                Ok((
-                    Reply::None,
-                    owner.map(|owner| SessionChange::Ended {
-                        id: *session,
-                        owner,
-                    }),
-                ))
+                Ok((Reply::None, owner.map(|owner| SessionChange::Ended { id: *session, owner })))
             }
-            Op::Write {
-                session,
-                identity,
-                write,
-            } => {
+            Op::Write { session, identity, write } => {
                 if let Err(e) = self.check_session(*session, cmd.origin)? {
                     return Ok((Reply::Write(Err(e)), None));
                 }
@@ -318,19 +246,12 @@ impl Apply<'_, '_> {
     /// `SessionExpired` unless the session is live at this index;
     /// `SessionMoved` if the command came from a connection that no longer
     /// owns it.
-    fn check_session(
-        &self,
-        session: i64,
-        origin: Option<Origin>,
-    ) -> Result<Result<(), ErrorCode>, StoreError> {
+    fn check_session(&self, session: i64, origin: Option<Origin>) -> Result<Result<(), ErrorCode>, StoreError> {
         let Some(s) = tree::get_session(&self.tables.sessions, session)? else {
             return Ok(Err(ErrorCode::SessionExpired));
         };
         if let Some(o) = origin
-            && (Owner {
-                node: o.node,
-                conn: o.conn,
-            }) != s.owner
+            && (Owner { node: o.node, conn: o.conn }) != s.owner
         {
             return Ok(Err(ErrorCode::SessionMoved));
         }
@@ -348,11 +269,7 @@ impl Apply<'_, '_> {
         for p in &paths {
             // An ephemeral has no children, so deleting it cannot fail.
             let node = self.get(&staged, p)?.expect("indexed ephemeral exists");
-            assert_eq!(
-                node.session_owner(),
-                Some(session),
-                "ephemeral index out of step at {p}"
-            );
+            assert_eq!(node.session_owner(), Some(session), "ephemeral index out of step at {p}");
             self.remove_node(&mut staged, p)?;
         }
         self.commit(staged)?;
@@ -369,22 +286,12 @@ impl Apply<'_, '_> {
         let mut staged = Staged::default();
         let result = match write {
             Write::Create(req) => {
-                let opcode = if req.ttl.is_some() {
-                    op::CREATE_TTL
-                } else {
-                    op::CREATE2
-                };
+                let opcode = if req.ttl.is_some() { op::CREATE_TTL } else { op::CREATE2 };
                 self.create(&mut staged, session, who, opcode, req)
             }
             Write::Delete { path, version } => self.delete(&mut staged, who, path, *version),
-            Write::SetData {
-                path,
-                data,
-                version,
-            } => self.set_data(&mut staged, who, path, data, *version),
-            Write::SetAcl { path, acl, version } => {
-                self.set_acl(&mut staged, who, path, acl, *version)
-            }
+            Write::SetData { path, data, version } => self.set_data(&mut staged, who, path, data, *version),
+            Write::SetAcl { path, acl, version } => self.set_acl(&mut staged, who, path, acl, *version),
             Write::Sync { path } => Ok(WriteResult::Synced { path: path.clone() }),
             Write::Multi(ops) => self.multi(&mut staged, session, who, ops),
         };
@@ -417,11 +324,7 @@ impl Apply<'_, '_> {
             let r = match op {
                 MultiOp::Create { opcode, req } => self.create(staged, session, who, *opcode, req),
                 MultiOp::Delete { path, version } => self.delete(staged, who, path, *version),
-                MultiOp::SetData {
-                    path,
-                    data,
-                    version,
-                } => self.set_data(staged, who, path, data, *version),
+                MultiOp::SetData { path, data, version } => self.set_data(staged, who, path, data, *version),
                 MultiOp::Check { path, version } => self.check(staged, who, path, *version),
             };
             match r {
@@ -535,18 +438,11 @@ impl Apply<'_, '_> {
         staged.nodes.insert(parent_path.clone(), Some(parent));
         staged.nodes.insert(p.clone(), Some(node));
         self.events.push((EventType::NodeCreated, p.clone()));
-        self.events
-            .push((EventType::NodeChildrenChanged, parent_path));
+        self.events.push((EventType::NodeChildrenChanged, parent_path));
         Ok(WriteResult::Created { path: p, stat })
     }
 
-    fn delete(
-        &mut self,
-        staged: &mut Staged,
-        who: &Identity,
-        p: &str,
-        version: i32,
-    ) -> Result<WriteResult, Fail> {
+    fn delete(&mut self, staged: &mut Staged, who: &Identity, p: &str, version: i32) -> Result<WriteResult, Fail> {
         path::validate(p).map_err(|_| ErrorCode::BadArguments)?;
         if SPECIAL_PATHS.contains(&p) {
             return Err(ErrorCode::BadArguments.into());
@@ -568,20 +464,14 @@ impl Apply<'_, '_> {
     /// Removes a node known to exist and to have no children.
     fn remove_node(&mut self, staged: &mut Staged, p: &str) -> Result<(), StoreError> {
         let (parent_path, _) = path::split(p).expect("valid non-root path has a parent");
-        let mut parent = self
-            .get(staged, parent_path)?
-            .expect("a node's parent exists");
+        let mut parent = self.get(staged, parent_path)?.expect("a node's parent exists");
         parent.num_children -= 1;
         parent.pzxid = self.zxid();
-        assert!(
-            parent.num_children >= 0,
-            "negative child count under {parent_path}"
-        );
+        assert!(parent.num_children >= 0, "negative child count under {parent_path}");
         staged.nodes.insert(parent_path.to_owned(), Some(parent));
         staged.nodes.insert(p.to_owned(), None);
         self.events.push((EventType::NodeDeleted, p.to_owned()));
-        self.events
-            .push((EventType::NodeChildrenChanged, parent_path.to_owned()));
+        self.events.push((EventType::NodeChildrenChanged, parent_path.to_owned()));
         Ok(())
     }
 
@@ -632,13 +522,7 @@ impl Apply<'_, '_> {
         Ok(WriteResult::SetAcl { stat })
     }
 
-    fn check(
-        &self,
-        staged: &Staged,
-        who: &Identity,
-        p: &str,
-        version: i32,
-    ) -> Result<WriteResult, Fail> {
+    fn check(&self, staged: &Staged, who: &Identity, p: &str, version: i32) -> Result<WriteResult, Fail> {
         path::validate(p).map_err(|_| ErrorCode::BadArguments)?;
         let node = self.get(staged, p)?.ok_or(ErrorCode::NoNode)?;
         acl::check(&node.acl, who, perms::READ)?;

@@ -66,10 +66,7 @@ pub struct ClusterConfig {
 pub enum Op {
     /// The first command of a cluster: its config and the secret that session
     /// passwords derive from. Later `Init`s are ignored.
-    Init {
-        config: ClusterConfig,
-        secret: [u8; 32],
-    },
+    Init { config: ClusterConfig, secret: [u8; 32] },
     /// A new session, owned by the origin's connection.
     CreateSession { timeout_ms: i32 },
     /// A reconnect: the origin's connection becomes the session's owner.
@@ -79,11 +76,7 @@ pub enum Op {
     /// The leader saw no sign of life for a whole timeout.
     ExpireSession { session: i64 },
     /// A client write, run as `session`.
-    Write {
-        session: i64,
-        identity: Identity,
-        write: Write,
-    },
+    Write { session: i64, identity: Identity, write: Write },
 }
 
 /// A client write.

@@ -58,6 +58,8 @@ pub struct Meta {
     pub node_count: u64,
     /// Bytes of znode data in the tree.
     pub data_bytes: u64,
+    /// Ephemeral znodes in the tree.
+    pub ephemeral_count: u64,
     /// Replicated time: the largest entry time applied so far.
     pub last_time_ms: i64,
     pub init: Option<InitState>,
@@ -115,21 +117,9 @@ pub enum Reply {
 /// A change to the set of live sessions, for the liveness tracker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionChange {
-    Opened {
-        id: i64,
-        timeout_ms: i32,
-        owner: Owner,
-    },
-    Resumed {
-        id: i64,
-        timeout_ms: i32,
-        owner: Owner,
-        previous: Owner,
-    },
-    Ended {
-        id: i64,
-        owner: Owner,
-    },
+    Opened { id: i64, timeout_ms: i32, owner: Owner },
+    Resumed { id: i64, timeout_ms: i32, owner: Owner, previous: Owner },
+    Ended { id: i64, owner: Owner },
 }
 
 /// The outcome of one applied command.
@@ -189,14 +179,9 @@ pub struct StateDb {
 impl StateDb {
     /// Opens or creates `state.redb`. A new one holds the initial tree.
     pub fn open(path: &Path, options: StateOptions) -> Result<StateDb, StoreError> {
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(path)?;
+        let db = Database::builder().set_cache_size(options.cache_bytes).create(path)?;
         let txn = db.begin_write()?;
-        let stored = txn
-            .open_table(META)?
-            .get("meta")?
-            .map(|v| v.value().to_vec());
+        let stored = txn.open_table(META)?.get("meta")?.map(|v| v.value().to_vec());
         let meta = match stored {
             Some(bytes) => Meta::decode(&bytes)?,
             None => {
@@ -206,8 +191,7 @@ impl StateDb {
                     tables.write_node(&mut meta, p, Some(&node))?;
                 }
                 drop(tables);
-                txn.open_table(META)?
-                    .insert("meta", meta.encode().as_slice())?;
+                txn.open_table(META)?.insert("meta", meta.encode().as_slice())?;
                 meta
             }
         };
@@ -239,11 +223,7 @@ impl StateDb {
         let mut meta = self.meta();
         let mut txn = self.db.begin_write()?;
         let durable = self.last_sync.lock().elapsed() >= self.options.sync_interval;
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
+        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
         let mut outcomes = Vec::with_capacity(entries.len());
         {
             let mut tables = Tables::open(&txn)?;
@@ -257,16 +237,13 @@ impl StateDb {
                 match &e.payload {
                     Payload::Blank => {}
                     Payload::Membership(m) => meta.membership = Some(m.clone()),
-                    Payload::Command(cmd) => {
-                        outcomes.push(apply::apply_command(&mut tables, &mut meta, e.index, cmd)?)
-                    }
+                    Payload::Command(cmd) => outcomes.push(apply::apply_command(&mut tables, &mut meta, e.index, cmd)?),
                 }
                 meta.applied_index = e.index;
                 meta.applied_log_id = Some(e.log_id.clone());
             }
         }
-        txn.open_table(META)?
-            .insert("meta", meta.encode().as_slice())?;
+        txn.open_table(META)?.insert("meta", meta.encode().as_slice())?;
         debug_assert_eq!(meta.applied_index, last.index);
         let _gate = self.gate.write();
         txn.commit()?;
@@ -283,8 +260,7 @@ impl StateDb {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let meta = self.meta();
-        txn.open_table(META)?
-            .insert("meta", meta.encode().as_slice())?;
+        txn.open_table(META)?.insert("meta", meta.encode().as_slice())?;
         txn.commit()?;
         *self.last_sync.lock() = Instant::now();
         Ok(())

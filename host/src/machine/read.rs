@@ -9,7 +9,9 @@ use super::acl;
 use super::command::Identity;
 use crate::proto::data::{Acl, Stat, perms};
 use crate::proto::error::ErrorCode;
-use crate::tree::{self, Node, StoreError, path};
+use redb::ReadableTable;
+
+use crate::tree::{self, Node, Session, StoreError, path};
 
 /// A read's outcome: a client error, or a storage failure.
 pub type ReadResult<T> = Result<Result<T, ErrorCode>, StoreError>;
@@ -45,11 +47,7 @@ impl ReadView {
             return Ok(Err(e));
         }
         let children = tree::child_names(&self.nodes, p)?;
-        debug_assert_eq!(
-            children.len(),
-            node.num_children as usize,
-            "child count of {p}"
-        );
+        debug_assert_eq!(children.len(), node.num_children as usize, "child count of {p}");
         Ok(Ok((children, node.stat())))
     }
 
@@ -62,11 +60,7 @@ impl ReadView {
         if !admin && !acl::allowed(&node.acl, who, perms::READ) {
             return Ok(Err(ErrorCode::NoAuth));
         }
-        let list = if admin {
-            node.acl.clone()
-        } else {
-            acl::masked(&node.acl)
-        };
+        let list = if admin { node.acl.clone() } else { acl::masked(&node.acl) };
         Ok(Ok((list, node.stat())))
     }
 
@@ -96,5 +90,16 @@ impl ReadView {
             }
         }
         Ok(Ok(count.min(i32::MAX as i64) as i32))
+    }
+
+    /// Every live session, by id.
+    pub fn all_sessions(&self) -> Result<Vec<(i64, Session)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.sessions()?.iter()? {
+            let (k, v) = item?;
+            let s = Session::decode(v.value()).map_err(|err| StoreError::Corrupt { what: "session", err })?;
+            out.push((k.value() as i64, s));
+        }
+        Ok(out)
     }
 }

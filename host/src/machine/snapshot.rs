@@ -48,23 +48,10 @@ fn corrupt(msg: impl Into<String>) -> SnapshotError {
 
 #[derive(Serialize, Deserialize)]
 enum Record {
-    Header {
-        raft_meta: Vec<u8>,
-        meta: Meta,
-    },
-    Node {
-        key: Vec<u8>,
-        value: Vec<u8>,
-    },
-    Session {
-        id: u64,
-        value: Vec<u8>,
-    },
-    End {
-        nodes: u64,
-        sessions: u64,
-        checksum: u64,
-    },
+    Header { raft_meta: Vec<u8>, meta: Meta },
+    Node { key: Vec<u8>, value: Vec<u8> },
+    Session { id: u64, value: Vec<u8> },
+    End { nodes: u64, sessions: u64, checksum: u64 },
 }
 
 struct Writer<'a, W: Write> {
@@ -85,46 +72,26 @@ impl<W: Write> Writer<'_, W> {
 }
 
 /// Writes the state seen by `view`. Returns the machine meta it holds.
-pub fn write(
-    view: &ReadView,
-    raft_meta: Vec<u8>,
-    out: &mut impl Write,
-) -> Result<Meta, SnapshotError> {
+pub fn write(view: &ReadView, raft_meta: Vec<u8>, out: &mut impl Write) -> Result<Meta, SnapshotError> {
     let meta = view.meta()?;
     out.write_all(MAGIC)?;
-    let mut w = Writer {
-        out,
-        hash: Xxh3::new(),
-    };
+    let mut w = Writer { out, hash: Xxh3::new() };
     w.hash.update(MAGIC);
-    w.put(&Record::Header {
-        raft_meta,
-        meta: meta.clone(),
-    })?;
+    w.put(&Record::Header { raft_meta, meta: meta.clone() })?;
     let mut nodes = 0;
     for item in view.nodes.iter().map_err(StoreError::from)? {
         let (k, v) = item.map_err(StoreError::from)?;
-        w.put(&Record::Node {
-            key: k.value().to_vec(),
-            value: v.value().to_vec(),
-        })?;
+        w.put(&Record::Node { key: k.value().to_vec(), value: v.value().to_vec() })?;
         nodes += 1;
     }
     let mut sessions = 0;
     for item in view.sessions()?.iter().map_err(StoreError::from)? {
         let (k, v) = item.map_err(StoreError::from)?;
-        w.put(&Record::Session {
-            id: k.value(),
-            value: v.value().to_vec(),
-        })?;
+        w.put(&Record::Session { id: k.value(), value: v.value().to_vec() })?;
         sessions += 1;
     }
     let checksum = w.hash.digest();
-    w.put(&Record::End {
-        nodes,
-        sessions,
-        checksum,
-    })?;
+    w.put(&Record::End { nodes, sessions, checksum })?;
     Ok(meta)
 }
 
@@ -180,8 +147,7 @@ pub fn install(db: &Database, src: &mut dyn Read) -> Result<Meta, SnapshotError>
         return Err(corrupt("first record is not the header"));
     };
     let mut txn = db.begin_write().map_err(StoreError::from)?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(StoreError::from)?;
+    txn.set_durability(Durability::Immediate).map_err(StoreError::from)?;
     txn.delete_table(NODES).map_err(StoreError::from)?;
     txn.delete_table(EPHEMERALS).map_err(StoreError::from)?;
     txn.delete_table(SESSIONS).map_err(StoreError::from)?;
@@ -202,14 +168,10 @@ pub fn install(db: &Database, src: &mut dyn Read) -> Result<Meta, SnapshotError>
                     let node = Node::decode(&value).map_err(|e| corrupt(format!("node: {e}")))?;
                     if let Some(s) = node.session_owner() {
                         let p = tree::path::from_key(&key);
-                        ephemerals
-                            .insert(tree::ephemeral_key(s, &p).as_slice(), ())
-                            .map_err(StoreError::from)?;
+                        ephemerals.insert(tree::ephemeral_key(s, &p).as_slice(), ()).map_err(StoreError::from)?;
                     }
                     digest.add(RecordKind::Node, &key, &value);
-                    node_table
-                        .insert(key.as_slice(), value.as_slice())
-                        .map_err(StoreError::from)?;
+                    node_table.insert(key.as_slice(), value.as_slice()).map_err(StoreError::from)?;
                     last_key = Some(key);
                     nodes += 1;
                 }
@@ -218,24 +180,13 @@ pub fn install(db: &Database, src: &mut dyn Read) -> Result<Meta, SnapshotError>
                         return Err(corrupt("sessions out of order"));
                     }
                     digest.add(RecordKind::Session, &id.to_be_bytes(), &value);
-                    session_table
-                        .insert(id, value.as_slice())
-                        .map_err(StoreError::from)?;
+                    session_table.insert(id, value.as_slice()).map_err(StoreError::from)?;
                     last_session = Some(id);
                     sessions += 1;
                 }
-                (
-                    Record::End {
-                        nodes: n,
-                        sessions: s,
-                        checksum,
-                    },
-                    before,
-                ) => {
+                (Record::End { nodes: n, sessions: s, checksum }, before) => {
                     if (n, s) != (nodes, sessions) {
-                        return Err(corrupt(format!(
-                            "end record counts {n}/{s}, read {nodes}/{sessions}"
-                        )));
+                        return Err(corrupt(format!("end record counts {n}/{s}, read {nodes}/{sessions}")));
                     }
                     if checksum != before {
                         return Err(corrupt("checksum mismatch"));
@@ -251,19 +202,11 @@ pub fn install(db: &Database, src: &mut dyn Read) -> Result<Meta, SnapshotError>
         digest.add(RecordKind::Config, b"config", &bytes);
     }
     if digest != meta.digest {
-        return Err(corrupt(format!(
-            "digest {:x} of the records, {:x} in the header",
-            digest.0, meta.digest.0
-        )));
+        return Err(corrupt(format!("digest {:x} of the records, {:x} in the header", digest.0, meta.digest.0)));
     }
     txn.open_table(META)
         .map_err(StoreError::from)?
-        .insert(
-            "meta",
-            postcard::to_allocvec(&meta)
-                .expect("meta encodes")
-                .as_slice(),
-        )
+        .insert("meta", postcard::to_allocvec(&meta).expect("meta encodes").as_slice())
         .map_err(StoreError::from)?;
     txn.commit().map_err(StoreError::from)?;
     Ok(meta)

@@ -86,10 +86,7 @@ pub struct Id {
 
 impl Id {
     pub fn new(scheme: &str, id: &str) -> Id {
-        Id {
-            scheme: scheme.to_owned(),
-            id: id.to_owned(),
-        }
+        Id { scheme: scheme.to_owned(), id: id.to_owned() }
     }
 }
 
@@ -103,10 +100,7 @@ pub struct Acl {
 impl Acl {
     /// `world:anyone:cdrwa`, ZooKeeper's `OPEN_ACL_UNSAFE`.
     pub fn open() -> Vec<Acl> {
-        vec![Acl {
-            perms: perms::ALL,
-            id: Id::new("world", "anyone"),
-        }]
+        vec![Acl { perms: perms::ALL, id: Id::new("world", "anyone") }]
     }
 
     pub fn encode(&self, b: &mut BytesMut) {
@@ -116,13 +110,7 @@ impl Acl {
     }
 
     pub fn decode(r: &mut Reader<'_>) -> Result<Acl, DecodeError> {
-        Ok(Acl {
-            perms: r.i32()?,
-            id: Id {
-                scheme: r.string()?,
-                id: r.string()?,
-            },
-        })
+        Ok(Acl { perms: r.i32()?, id: Id { scheme: r.string()?, id: r.string()? } })
     }
 
     pub fn decode_list(r: &mut Reader<'_>) -> Result<Vec<Acl>, DecodeError> {
@@ -164,10 +152,7 @@ impl CreateMode {
     }
 
     pub fn is_ephemeral(self) -> bool {
-        matches!(
-            self,
-            CreateMode::Ephemeral | CreateMode::EphemeralSequential
-        )
+        matches!(self, CreateMode::Ephemeral | CreateMode::EphemeralSequential)
     }
 
     pub fn is_sequential(self) -> bool {
@@ -180,9 +165,6 @@ impl CreateMode {
     }
 
     pub fn is_ttl(self) -> bool {
-        matches!(
-            self,
-            CreateMode::PersistentWithTtl | CreateMode::PersistentSequentialWithTtl
-        )
+        matches!(self, CreateMode::PersistentWithTtl | CreateMode::PersistentSequentialWithTtl)
     }
 }

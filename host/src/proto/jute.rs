@@ -62,10 +62,7 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
-            return Err(DecodeError::Truncated {
-                offset: self.pos,
-                wanted: n - self.remaining(),
-            });
+            return Err(DecodeError::Truncated { offset: self.pos, wanted: n - self.remaining() });
         }
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -107,9 +104,7 @@ impl<'a> Reader<'a> {
         let offset = self.pos;
         match self.buffer()? {
             None => Ok(None),
-            Some(b) => std::str::from_utf8(b)
-                .map(|s| Some(s.to_owned()))
-                .map_err(|_| DecodeError::BadUtf8(offset)),
+            Some(b) => std::str::from_utf8(b).map(|s| Some(s.to_owned())).map_err(|_| DecodeError::BadUtf8(offset)),
         }
     }
 
@@ -216,10 +211,7 @@ mod tests {
         assert_eq!(r.buffer().unwrap(), None);
         assert_eq!(r.buffer().unwrap(), Some(&b""[..]));
         assert_eq!(r.string().unwrap(), "/a");
-        assert_eq!(
-            r.strings().unwrap(),
-            vec!["x".to_string(), "yz".to_string()]
-        );
+        assert_eq!(r.strings().unwrap(), vec!["x".to_string(), "yz".to_string()]);
         r.finish().unwrap();
     }
 

@@ -165,16 +165,13 @@ pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, Fram
 /// The four-letter words. ZooKeeper recognises one when the first four bytes
 /// of a fresh connection, read as a frame length, spell a known command.
 pub const FOUR_LETTER_WORDS: [&str; 18] = [
-    "conf", "cons", "crst", "dirs", "dump", "envi", "gtmk", "hash", "isro", "mntr", "ruok", "srst",
-    "srvr", "stat", "stmk", "wchc", "wchp", "wchs",
+    "conf", "cons", "crst", "dirs", "dump", "envi", "gtmk", "hash", "isro", "mntr", "ruok", "srst", "srvr", "stat",
+    "stmk", "wchc", "wchp", "wchs",
 ];
 
 /// The four-letter word that `first4` spells, if any.
 pub fn four_letter_word(first4: &[u8]) -> Option<&'static str> {
-    FOUR_LETTER_WORDS
-        .iter()
-        .copied()
-        .find(|w| w.as_bytes() == first4)
+    FOUR_LETTER_WORDS.iter().copied().find(|w| w.as_bytes() == first4)
 }
 
 /// The session handshake request (44 bytes, or 45 with `read_only`).
@@ -198,11 +195,7 @@ impl ConnectRequest {
             timeout_ms: r.i32()?,
             session_id: r.i64()?,
             password: r.buffer()?.unwrap_or_default().to_vec(),
-            read_only: if r.remaining() > 0 {
-                Some(r.bool()?)
-            } else {
-                None
-            },
+            read_only: if r.remaining() > 0 { Some(r.bool()?) } else { None },
         };
         r.finish()?;
         Ok(req)
@@ -234,12 +227,7 @@ pub struct ConnectResponse {
 impl ConnectResponse {
     /// The reply to a wrong password or an expired session.
     pub fn expired(read_only: Option<bool>) -> ConnectResponse {
-        ConnectResponse {
-            timeout_ms: 0,
-            session_id: 0,
-            password: [0; 16],
-            read_only,
-        }
+        ConnectResponse { timeout_ms: 0, session_id: 0, password: [0; 16], read_only }
     }
 
     /// Appends the framed reply.
@@ -297,10 +285,7 @@ mod tests {
         assert_eq!(split_frame(&mut b, 10).unwrap().unwrap().as_ref(), &[7, 8]);
         assert_eq!(split_frame(&mut b, 10).unwrap(), None);
         let mut b = BytesMut::from(&[0, 0, 0, 11][..]);
-        assert_eq!(
-            split_frame(&mut b, 10),
-            Err(FrameError::BadLength { len: 11, max: 10 })
-        );
+        assert_eq!(split_frame(&mut b, 10), Err(FrameError::BadLength { len: 11, max: 10 }));
         let mut b = BytesMut::from(&b"ruok"[..]);
         assert!(split_frame(&mut b, 1 << 20).is_err());
         assert_eq!(four_letter_word(b"ruok"), Some("ruok"));

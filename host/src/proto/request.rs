@@ -77,88 +77,30 @@ pub struct SetWatches {
 /// Every request a ZooKeeper 3.9 client can send after the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Create {
-        opcode: i32,
-        req: CreateRequest,
-    },
-    Delete {
-        path: String,
-        version: i32,
-    },
-    Exists {
-        path: String,
-        watch: bool,
-    },
-    GetData {
-        path: String,
-        watch: bool,
-    },
-    SetData {
-        path: String,
-        data: Option<Vec<u8>>,
-        version: i32,
-    },
-    GetAcl {
-        path: String,
-    },
-    SetAcl {
-        path: String,
-        acl: Vec<Acl>,
-        version: i32,
-    },
-    GetChildren {
-        path: String,
-        watch: bool,
-    },
-    GetChildren2 {
-        path: String,
-        watch: bool,
-    },
-    Sync {
-        path: String,
-    },
+    Create { opcode: i32, req: CreateRequest },
+    Delete { path: String, version: i32 },
+    Exists { path: String, watch: bool },
+    GetData { path: String, watch: bool },
+    SetData { path: String, data: Option<Vec<u8>>, version: i32 },
+    GetAcl { path: String },
+    SetAcl { path: String, acl: Vec<Acl>, version: i32 },
+    GetChildren { path: String, watch: bool },
+    GetChildren2 { path: String, watch: bool },
+    Sync { path: String },
     Ping,
-    Check {
-        path: String,
-        version: i32,
-    },
+    Check { path: String, version: i32 },
     Multi(Vec<MultiOp>),
     MultiRead(Vec<ReadOp>),
-    Reconfig {
-        joining: Option<String>,
-        leaving: Option<String>,
-        new_members: Option<String>,
-        config_id: i64,
-    },
-    CheckWatches {
-        path: String,
-        watcher_type: i32,
-    },
-    RemoveWatches {
-        path: String,
-        watcher_type: i32,
-    },
-    DeleteContainer {
-        path: String,
-    },
-    Auth {
-        scheme: String,
-        auth: Vec<u8>,
-    },
+    Reconfig { joining: Option<String>, leaving: Option<String>, new_members: Option<String>, config_id: i64 },
+    CheckWatches { path: String, watcher_type: i32 },
+    RemoveWatches { path: String, watcher_type: i32 },
+    DeleteContainer { path: String },
+    Auth { scheme: String, auth: Vec<u8> },
     SetWatches(SetWatches),
-    Sasl {
-        token: Vec<u8>,
-    },
-    GetEphemerals {
-        prefix: String,
-    },
-    GetAllChildrenNumber {
-        path: String,
-    },
-    AddWatch {
-        path: String,
-        mode: i32,
-    },
+    Sasl { token: Vec<u8> },
+    GetEphemerals { prefix: String },
+    GetAllChildrenNumber { path: String },
+    AddWatch { path: String, mode: i32 },
     WhoAmI,
     CloseSession,
 }
@@ -171,29 +113,21 @@ pub enum RequestError {
     #[error("unknown opcode {opcode} (xid {xid})")]
     UnknownOpcode { xid: i32, opcode: i32 },
     #[error("opcode {} body: {err}", header.opcode)]
-    Body {
-        header: RequestHeader,
-        err: DecodeError,
-    },
+    Body { header: RequestHeader, err: DecodeError },
 }
 
 /// Decodes one request frame (the bytes after the 4-byte length).
 pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request), RequestError> {
     let mut r = Reader::new(frame);
-    let header = RequestHeader {
-        xid: r.i32().map_err(RequestError::Header)?,
-        opcode: r.i32().map_err(RequestError::Header)?,
-    };
+    let header =
+        RequestHeader { xid: r.i32().map_err(RequestError::Header)?, opcode: r.i32().map_err(RequestError::Header)? };
     let body = decode_body(header, &mut r).and_then(|req| {
         r.finish()?;
         Ok(req)
     });
     match body {
         Ok(Some(req)) => Ok((header, req)),
-        Ok(None) => Err(RequestError::UnknownOpcode {
-            xid: header.xid,
-            opcode: header.opcode,
-        }),
+        Ok(None) => Err(RequestError::UnknownOpcode { xid: header.xid, opcode: header.opcode }),
         Err(err) => Err(RequestError::Body { header, err }),
     }
 }
@@ -211,18 +145,8 @@ fn create(r: &mut Reader<'_>, opcode: i32) -> Result<CreateRequest, DecodeError>
     let data = data(r)?;
     let acl = Acl::decode_list(r)?;
     let flags = r.i32()?;
-    let ttl = if opcode == op::CREATE_TTL {
-        Some(r.i64()?)
-    } else {
-        None
-    };
-    Ok(CreateRequest {
-        path,
-        data,
-        acl,
-        flags,
-        ttl,
-    })
+    let ttl = if opcode == op::CREATE_TTL { Some(r.i64()?) } else { None };
+    Ok(CreateRequest { path, data, acl, flags, ttl })
 }
 
 /// Reads `MultiHeader{type, done, err}` records until the terminator.
@@ -244,28 +168,14 @@ fn multi<T>(
 
 fn multi_op(kind: i32, r: &mut Reader<'_>) -> Result<MultiOp, DecodeError> {
     Ok(match kind {
-        op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => MultiOp::Create {
-            opcode: kind,
-            req: create(r, kind)?,
-        },
-        op::DELETE => MultiOp::Delete {
-            path: r.string()?,
-            version: r.i32()?,
-        },
-        op::SET_DATA => MultiOp::SetData {
-            path: r.string()?,
-            data: data(r)?,
-            version: r.i32()?,
-        },
-        op::CHECK => MultiOp::Check {
-            path: r.string()?,
-            version: r.i32()?,
-        },
+        op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => {
+            MultiOp::Create { opcode: kind, req: create(r, kind)? }
+        }
+        op::DELETE => MultiOp::Delete { path: r.string()?, version: r.i32()? },
+        op::SET_DATA => MultiOp::SetData { path: r.string()?, data: data(r)?, version: r.i32()? },
+        op::CHECK => MultiOp::Check { path: r.string()?, version: r.i32()? },
         value => {
-            return Err(DecodeError::BadEnum {
-                field: "multi op type",
-                value,
-            });
+            return Err(DecodeError::BadEnum { field: "multi op type", value });
         }
     })
 }
@@ -281,10 +191,7 @@ fn read_op(kind: i32, r: &mut Reader<'_>) -> Result<ReadOp, DecodeError> {
             ReadOp::GetChildren { path }
         }
         value => {
-            return Err(DecodeError::BadEnum {
-                field: "multiRead op type",
-                value,
-            });
+            return Err(DecodeError::BadEnum { field: "multiRead op type", value });
         }
     })
 }
@@ -292,14 +199,10 @@ fn read_op(kind: i32, r: &mut Reader<'_>) -> Result<ReadOp, DecodeError> {
 /// `Ok(None)` means the opcode is unknown.
 fn decode_body(h: RequestHeader, r: &mut Reader<'_>) -> Result<Option<Request>, DecodeError> {
     let req = match h.opcode {
-        op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => Request::Create {
-            opcode: h.opcode,
-            req: create(r, h.opcode)?,
-        },
-        op::DELETE => Request::Delete {
-            path: r.string()?,
-            version: r.i32()?,
-        },
+        op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => {
+            Request::Create { opcode: h.opcode, req: create(r, h.opcode)? }
+        }
+        op::DELETE => Request::Delete { path: r.string()?, version: r.i32()? },
         op::EXISTS => {
             let (path, watch) = path_watch(r)?;
             Request::Exists { path, watch }
@@ -308,17 +211,9 @@ fn decode_body(h: RequestHeader, r: &mut Reader<'_>) -> Result<Option<Request>, 
             let (path, watch) = path_watch(r)?;
             Request::GetData { path, watch }
         }
-        op::SET_DATA => Request::SetData {
-            path: r.string()?,
-            data: data(r)?,
-            version: r.i32()?,
-        },
+        op::SET_DATA => Request::SetData { path: r.string()?, data: data(r)?, version: r.i32()? },
         op::GET_ACL => Request::GetAcl { path: r.string()? },
-        op::SET_ACL => Request::SetAcl {
-            path: r.string()?,
-            acl: Acl::decode_list(r)?,
-            version: r.i32()?,
-        },
+        op::SET_ACL => Request::SetAcl { path: r.string()?, acl: Acl::decode_list(r)?, version: r.i32()? },
         op::GET_CHILDREN => {
             let (path, watch) = path_watch(r)?;
             Request::GetChildren { path, watch }
@@ -329,10 +224,7 @@ fn decode_body(h: RequestHeader, r: &mut Reader<'_>) -> Result<Option<Request>, 
         }
         op::SYNC => Request::Sync { path: r.string()? },
         op::PING => Request::Ping,
-        op::CHECK => Request::Check {
-            path: r.string()?,
-            version: r.i32()?,
-        },
+        op::CHECK => Request::Check { path: r.string()?, version: r.i32()? },
         op::MULTI => Request::Multi(multi(r, multi_op)?),
         op::MULTI_READ => Request::MultiRead(multi(r, read_op)?),
         op::RECONFIG => Request::Reconfig {
@@ -341,26 +233,15 @@ fn decode_body(h: RequestHeader, r: &mut Reader<'_>) -> Result<Option<Request>, 
             new_members: r.ustring()?,
             config_id: r.i64()?,
         },
-        op::CHECK_WATCHES => Request::CheckWatches {
-            path: r.string()?,
-            watcher_type: r.i32()?,
-        },
-        op::REMOVE_WATCHES => Request::RemoveWatches {
-            path: r.string()?,
-            watcher_type: r.i32()?,
-        },
+        op::CHECK_WATCHES => Request::CheckWatches { path: r.string()?, watcher_type: r.i32()? },
+        op::REMOVE_WATCHES => Request::RemoveWatches { path: r.string()?, watcher_type: r.i32()? },
         op::DELETE_CONTAINER => {
             let path = r.buffer()?.unwrap_or_default();
-            Request::DeleteContainer {
-                path: String::from_utf8_lossy(path).into_owned(),
-            }
+            Request::DeleteContainer { path: String::from_utf8_lossy(path).into_owned() }
         }
         op::AUTH => {
             let _type = r.i32()?;
-            Request::Auth {
-                scheme: r.string()?,
-                auth: data(r)?.unwrap_or_default(),
-            }
+            Request::Auth { scheme: r.string()?, auth: data(r)?.unwrap_or_default() }
         }
         op::SET_WATCHES | op::SET_WATCHES2 => {
             let mut w = SetWatches {
@@ -376,17 +257,10 @@ fn decode_body(h: RequestHeader, r: &mut Reader<'_>) -> Result<Option<Request>, 
             }
             Request::SetWatches(w)
         }
-        op::SASL => Request::Sasl {
-            token: data(r)?.unwrap_or_default(),
-        },
-        op::GET_EPHEMERALS => Request::GetEphemerals {
-            prefix: r.string()?,
-        },
+        op::SASL => Request::Sasl { token: data(r)?.unwrap_or_default() },
+        op::GET_EPHEMERALS => Request::GetEphemerals { prefix: r.string()? },
         op::GET_ALL_CHILDREN_NUMBER => Request::GetAllChildrenNumber { path: r.string()? },
-        op::ADD_WATCH => Request::AddWatch {
-            path: r.string()?,
-            mode: r.i32()?,
-        },
+        op::ADD_WATCH => Request::AddWatch { path: r.string()?, mode: r.i32()? },
         op::WHO_AM_I => Request::WhoAmI,
         op::CLOSE_SESSION => Request::CloseSession,
         _ => return Ok(None),
@@ -419,16 +293,8 @@ mod tests {
             b.write_i32(1);
         });
         let (h, req) = decode_request(&f).unwrap();
-        assert_eq!(
-            h,
-            RequestHeader {
-                xid: 1,
-                opcode: op::CREATE
-            }
-        );
-        let Request::Create { req, .. } = req else {
-            panic!("{req:?}")
-        };
+        assert_eq!(h, RequestHeader { xid: 1, opcode: op::CREATE });
+        let Request::Create { req, .. } = req else { panic!("{req:?}") };
         assert_eq!(req.data, None);
         assert_eq!(req.flags, 1);
         assert_eq!(req.acl, Acl::open());
@@ -452,14 +318,8 @@ mod tests {
         assert_eq!(
             req,
             Request::Multi(vec![
-                MultiOp::Check {
-                    path: "/a".into(),
-                    version: -1
-                },
-                MultiOp::Delete {
-                    path: "/b".into(),
-                    version: -1
-                },
+                MultiOp::Check { path: "/a".into(), version: -1 },
+                MultiOp::Delete { path: "/b".into(), version: -1 },
             ])
         );
     }
@@ -467,27 +327,12 @@ mod tests {
     #[test]
     fn separates_unknown_opcodes_from_bad_bodies() {
         let f = frame(5, 999, |_| {});
-        assert_eq!(
-            decode_request(&f),
-            Err(RequestError::UnknownOpcode {
-                xid: 5,
-                opcode: 999
-            })
-        );
+        assert_eq!(decode_request(&f), Err(RequestError::UnknownOpcode { xid: 5, opcode: 999 }));
         let f = frame(5, op::GET_DATA, |b| b.write_string("/a"));
         assert!(matches!(decode_request(&f), Err(RequestError::Body { .. })));
         let f = frame(5, op::PING, |b| b.write_i32(0));
-        assert!(matches!(
-            decode_request(&f),
-            Err(RequestError::Body {
-                err: DecodeError::Trailing(4),
-                ..
-            })
-        ));
-        assert!(matches!(
-            decode_request(&[0, 0]),
-            Err(RequestError::Header(_))
-        ));
+        assert!(matches!(decode_request(&f), Err(RequestError::Body { err: DecodeError::Trailing(4), .. })));
+        assert!(matches!(decode_request(&[0, 0]), Err(RequestError::Header(_))));
     }
 
     proptest! {

@@ -101,9 +101,7 @@ impl Response {
                 Acl::encode_list(acl, b);
                 stat.encode(b);
             }
-            Response::Children { children } | Response::Strings(children) => {
-                b.write_strings(children)
-            }
+            Response::Children { children } | Response::Strings(children) => b.write_strings(children),
             Response::Children2 { children, stat } => {
                 b.write_strings(children);
                 stat.encode(b);

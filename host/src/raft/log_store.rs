@@ -48,31 +48,16 @@ fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> io::Result<T> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("corrupt {what}: {e}")))
+    postcard::from_bytes(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("corrupt {what}: {e}")))
 }
 
 /// One queued write. Each becomes part of the writer's next transaction.
 enum WriteOp {
-    Append {
-        entries: Vec<(u64, LogId, Vec<u8>)>,
-        callback: IOFlushed<TypeConfig>,
-    },
-    Vote {
-        bytes: Vec<u8>,
-        done: oneshot::Sender<io::Result<()>>,
-    },
-    Committed {
-        bytes: Vec<u8>,
-    },
-    TruncateAfter {
-        index: Option<u64>,
-        done: oneshot::Sender<io::Result<()>>,
-    },
-    Purge {
-        upto: LogId,
-        done: oneshot::Sender<io::Result<()>>,
-    },
+    Append { entries: Vec<(u64, LogId, Vec<u8>)>, callback: IOFlushed<TypeConfig> },
+    Vote { bytes: Vec<u8>, done: oneshot::Sender<io::Result<()>> },
+    Committed { bytes: Vec<u8> },
+    TruncateAfter { index: Option<u64>, done: oneshot::Sender<io::Result<()>> },
+    Purge { upto: LogId, done: oneshot::Sender<io::Result<()>> },
 }
 
 /// What readers and the log state need without touching the disk.
@@ -88,6 +73,32 @@ struct Cached {
 struct Shared {
     db: Database,
     cached: Mutex<Cached>,
+}
+
+impl Shared {
+    /// Entries `start..end`: the stored ones, then the pending ones.
+    fn read_range(&self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+        // Take the pending entries and open the read under one lock: the
+        // writer removes entries from `pending` only after their commit, so
+        // whatever is not in `pending` is in this read's view.
+        let (pending, txn) = {
+            let cached = self.cached.lock();
+            let pending: Vec<Entry> = cached.pending.range(start..end).map(|(_, e)| e.clone()).collect();
+            let txn = self.db.begin_read().map_err(io_err)?;
+            (pending, txn)
+        };
+        let stored_end = pending.first().map_or(end, |e| e.index());
+        let mut out = Vec::new();
+        if start < stored_end {
+            let log = txn.open_table(LOG).map_err(io_err)?;
+            for item in log.range(start..stored_end).map_err(io_err)? {
+                let (_, v) = item.map_err(io_err)?;
+                out.push(decode::<Entry>("log entry", v.value())?);
+            }
+        }
+        out.extend(pending);
+        Ok(out)
+    }
 }
 
 /// The log store handed to openraft. Cloning shares it: the clones are the
@@ -113,28 +124,16 @@ impl LogStore {
             let get = |k: &str| -> io::Result<Option<Vec<u8>>> {
                 Ok(meta.get(k).map_err(io_err)?.map(|v| v.value().to_vec()))
             };
-            let vote = get("vote")?
-                .map(|b| decode::<Vote>("vote", &b))
-                .transpose()?;
-            let committed = get("committed")?
-                .map(|b| decode::<LogId>("committed", &b))
-                .transpose()?;
-            let purged = get("last_purged")?
-                .map(|b| decode::<LogId>("last_purged", &b))
-                .transpose()?;
+            let vote = get("vote")?.map(|b| decode::<Vote>("vote", &b)).transpose()?;
+            let committed = get("committed")?.map(|b| decode::<LogId>("committed", &b)).transpose()?;
+            let purged = get("last_purged")?.map(|b| decode::<LogId>("last_purged", &b)).transpose()?;
             (last, vote, committed, purged)
         };
         txn.commit().map_err(io_err)?;
         let last_log_id = last.or_else(|| last_purged.clone());
         let shared = Arc::new(Shared {
             db,
-            cached: Mutex::new(Cached {
-                pending: BTreeMap::new(),
-                last_log_id,
-                last_purged,
-                vote,
-                committed,
-            }),
+            cached: Mutex::new(Cached { pending: BTreeMap::new(), last_log_id, last_purged, vote, committed }),
         });
         let (writes, rx) = mpsc::channel();
         let writer = shared.clone();
@@ -146,19 +145,13 @@ impl LogStore {
     }
 
     fn queue(&self, op: WriteOp) -> io::Result<()> {
-        self.writes
-            .send(op)
-            .map_err(|_| io_err("the raft log writer has stopped"))
+        self.writes.send(op).map_err(|_| io_err("the raft log writer has stopped"))
     }
 
-    async fn queue_and_wait(
-        &self,
-        op: impl FnOnce(oneshot::Sender<io::Result<()>>) -> WriteOp,
-    ) -> io::Result<()> {
+    async fn queue_and_wait(&self, op: impl FnOnce(oneshot::Sender<io::Result<()>>) -> WriteOp) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
         self.queue(op(tx))?;
-        rx.await
-            .map_err(|_| io_err("the raft log writer has stopped"))?
+        rx.await.map_err(|_| io_err("the raft log writer has stopped"))?
     }
 }
 
@@ -171,16 +164,8 @@ fn writer_loop(shared: &Shared, rx: mpsc::Receiver<WriteOp>) {
         }
         let started = Instant::now();
         let result = write_batch(&shared.db, &batch);
-        let entries: usize = batch
-            .iter()
-            .map(|op| {
-                if let WriteOp::Append { entries, .. } = op {
-                    entries.len()
-                } else {
-                    0
-                }
-            })
-            .sum();
+        let entries: usize =
+            batch.iter().map(|op| if let WriteOp::Append { entries, .. } = op { entries.len() } else { 0 }).sum();
         metrics::histogram!("corral_log_fsync_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("corral_log_fsync_entries").record(entries as f64);
         if result.is_ok() {
@@ -189,11 +174,7 @@ fn writer_loop(shared: &Shared, rx: mpsc::Receiver<WriteOp>) {
                 if let WriteOp::Append { entries, .. } = op {
                     for (index, log_id, _) in entries {
                         // A truncation may have replaced the entry since.
-                        if cached
-                            .pending
-                            .get(index)
-                            .is_some_and(|e| e.log_id() == *log_id)
-                        {
+                        if cached.pending.get(index).is_some_and(|e| e.log_id() == *log_id) {
                             cached.pending.remove(index);
                         }
                     }
@@ -204,9 +185,7 @@ fn writer_loop(shared: &Shared, rx: mpsc::Receiver<WriteOp>) {
             let r = result.as_ref().map(|_| ()).map_err(|e| io_err(e));
             match op {
                 WriteOp::Append { callback, .. } => callback.io_completed(r),
-                WriteOp::Vote { done, .. }
-                | WriteOp::TruncateAfter { done, .. }
-                | WriteOp::Purge { done, .. } => {
+                WriteOp::Vote { done, .. } | WriteOp::TruncateAfter { done, .. } | WriteOp::Purge { done, .. } => {
                     let _ = done.send(r);
                 }
                 WriteOp::Committed { .. } => {}
@@ -267,30 +246,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if start >= end {
             return Ok(Vec::new());
         }
-        // Take the pending entries and open the read under one lock: the
-        // writer removes entries from `pending` only after their commit, so
-        // whatever is not in `pending` is in this read's view.
-        let (pending, txn) = {
-            let cached = self.shared.cached.lock();
-            let pending: Vec<Entry> = cached
-                .pending
-                .range(start..end)
-                .map(|(_, e)| e.clone())
-                .collect();
-            let txn = self.shared.db.begin_read().map_err(io_err)?;
-            (pending, txn)
-        };
-        let stored_end = pending.first().map_or(end, |e| e.index());
-        let mut out = Vec::new();
-        if start < stored_end {
-            let log = txn.open_table(LOG).map_err(io_err)?;
-            for item in log.range(start..stored_end).map_err(io_err)? {
-                let (_, v) = item.map_err(io_err)?;
-                out.push(decode::<Entry>("log entry", v.value())?);
-            }
-        }
-        out.extend(pending);
-        Ok(out)
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.read_range(start, end)).await.map_err(io_err)?
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -303,10 +260,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let cached = self.shared.cached.lock();
-        Ok(LogState {
-            last_purged_log_id: cached.last_purged.clone(),
-            last_log_id: cached.last_log_id.clone(),
-        })
+        Ok(LogState { last_purged_log_id: cached.last_purged.clone(), last_log_id: cached.last_log_id.clone() })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -315,8 +269,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let bytes = encode(vote);
-        self.queue_and_wait(|done| WriteOp::Vote { bytes, done })
-            .await?;
+        self.queue_and_wait(|done| WriteOp::Vote { bytes, done }).await?;
         self.shared.cached.lock().vote = Some(vote.clone());
         Ok(())
     }
@@ -336,11 +289,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.shared.cached.lock().committed.clone())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: IOFlushed<TypeConfig>,
-    ) -> Result<(), io::Error>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -355,10 +304,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 cached.last_log_id = Some(log_id);
             }
         }
-        self.queue(WriteOp::Append {
-            entries: encoded,
-            callback,
-        })
+        self.queue(WriteOp::Append { entries: encoded, callback })
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
@@ -367,10 +313,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut cached = self.shared.cached.lock();
             let from = index.map_or(0, |i| i + 1);
             cached.pending.retain(|&i, _| i < from);
-            cached.last_log_id = last_log_id.clone().or_else(|| cached.last_purged.clone());
+            let beyond = |last: &Option<LogId>| last.as_ref().is_some_and(|l| l.index() >= from);
+            if last_log_id.is_none() || beyond(&cached.last_log_id) {
+                cached.last_log_id = last_log_id.clone().or_else(|| cached.last_purged.clone());
+            }
         }
-        self.queue_and_wait(|done| WriteOp::TruncateAfter { index, done })
-            .await
+        self.queue_and_wait(|done| WriteOp::TruncateAfter { index, done }).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
@@ -378,15 +326,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut cached = self.shared.cached.lock();
             cached.pending.retain(|&i, _| i > log_id.index());
             cached.last_purged = Some(log_id.clone());
-            if cached
-                .last_log_id
-                .as_ref()
-                .is_none_or(|l| l.index() < log_id.index())
-            {
+            if cached.last_log_id.as_ref().is_none_or(|l| l.index() < log_id.index()) {
                 cached.last_log_id = Some(log_id.clone());
             }
         }
-        self.queue_and_wait(|done| WriteOp::Purge { upto: log_id, done })
-            .await
+        self.queue_and_wait(|done| WriteOp::Purge { upto: log_id, done }).await
     }
 }

@@ -33,23 +33,13 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> io::Result<T> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("corrupt {what}: {e}")))
+    postcard::from_bytes(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("corrupt {what}: {e}")))
 }
 
 /// The Raft view of the machine meta: last applied log id and membership.
 fn applied_of(meta: &Meta) -> io::Result<(Option<LogId>, Membership)> {
-    let log_id = meta
-        .applied_log_id
-        .as_deref()
-        .map(|b| decode("applied log id", b))
-        .transpose()?;
-    let membership = meta
-        .membership
-        .as_deref()
-        .map(|b| decode("membership", b))
-        .transpose()?
-        .unwrap_or_default();
+    let log_id = meta.applied_log_id.as_deref().map(|b| decode("applied log id", b)).transpose()?;
+    let membership = meta.membership.as_deref().map(|b| decode("membership", b)).transpose()?.unwrap_or_default();
     Ok((log_id, membership))
 }
 
@@ -61,17 +51,9 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    pub fn new(
-        state: Arc<StateDb>,
-        sink: Arc<dyn ApplySink>,
-        snapshot_dir: PathBuf,
-    ) -> io::Result<StateMachine> {
+    pub fn new(state: Arc<StateDb>, sink: Arc<dyn ApplySink>, snapshot_dir: PathBuf) -> io::Result<StateMachine> {
         fs::create_dir_all(&snapshot_dir)?;
-        Ok(StateMachine {
-            state,
-            sink,
-            snapshots: Arc::new(SnapshotDir { dir: snapshot_dir }),
-        })
+        Ok(StateMachine { state, sink, snapshots: Arc::new(SnapshotDir { dir: snapshot_dir }) })
     }
 }
 
@@ -90,9 +72,7 @@ impl SnapshotDir {
         let mut names: Vec<PathBuf> = fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("snap-") && n.ends_with(".bin"))
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("snap-") && n.ends_with(".bin"))
             })
             .collect();
         names.sort();
@@ -107,11 +87,7 @@ impl SnapshotDir {
         File::open(&self.dir)?.sync_all()?;
         for entry in fs::read_dir(&self.dir)? {
             let p = entry?.path();
-            let name = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_owned();
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
             if name.starts_with("snap-") && p != path && name < format!("snap-{index:020}.bin") {
                 fs::remove_file(&p)?;
             }
@@ -121,20 +97,15 @@ impl SnapshotDir {
     }
 
     fn tmp(&self) -> PathBuf {
-        self.dir
-            .join(format!("building-{}.tmp", std::process::id()))
+        self.dir.join(format!("building-{}.tmp", std::process::id()))
     }
 
     fn open(&self, path: &Path) -> io::Result<SnapshotOf<TypeConfig, File>> {
         let mut file = File::open(path)?;
-        let (raft_meta, _) =
-            snapshot::read_header(&mut BufReader::new(&mut file)).map_err(io_err)?;
+        let (raft_meta, _) = snapshot::read_header(&mut BufReader::new(&mut file)).map_err(io_err)?;
         let meta: SnapshotMeta = decode("snapshot meta", &raft_meta)?;
         file.rewind()?;
-        Ok(SnapshotOf::<TypeConfig, File> {
-            meta,
-            snapshot: file,
-        })
+        Ok(SnapshotOf::<TypeConfig, File> { meta, snapshot: file })
     }
 }
 
@@ -156,18 +127,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let view = state.read_ungated().map_err(io_err)?;
             let meta = view.meta().map_err(io_err)?;
             let (last_log_id, last_membership) = applied_of(&meta)?;
-            let raft_meta = SnapshotMeta {
-                last_log_id,
-                last_membership,
-            };
+            let raft_meta = SnapshotMeta { last_log_id, last_membership };
             let tmp = dir.tmp();
             let mut out = BufWriter::new(File::create(&tmp)?);
-            snapshot::write(
-                &view,
-                postcard::to_allocvec(&raft_meta).expect("meta encodes"),
-                &mut out,
-            )
-            .map_err(io_err)?;
+            snapshot::write(&view, postcard::to_allocvec(&raft_meta).expect("meta encodes"), &mut out)
+                .map_err(io_err)?;
             out.into_inner().map_err(io_err)?.sync_all()?;
             let path = dir.publish(&tmp, meta.applied_index)?;
             tracing::info!(index = meta.applied_index, path = %path.display(), "snapshot built");
@@ -220,9 +184,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             EntryPayload::Normal(cmd) => Payload::Command(cmd),
                             EntryPayload::Membership(m) => {
                                 let stored = Membership::new(Some(log_id), m.clone());
-                                Payload::Membership(
-                                    postcard::to_allocvec(&stored).expect("membership encodes"),
-                                )
+                                Payload::Membership(postcard::to_allocvec(&stored).expect("membership encodes"))
                             }
                         },
                     }
@@ -245,26 +207,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder {
-            state: self.state.clone(),
-            snapshots: self.snapshots.clone(),
-        }
+        SnapshotBuilder { state: self.state.clone(), snapshots: self.snapshots.clone() }
     }
 
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta,
-        snapshot: File,
-    ) -> Result<(), io::Error> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: File) -> Result<(), io::Error> {
         let state = self.state.clone();
         let dir = self.snapshots.clone();
         let index = meta.last_log_id.as_ref().map_or(0, |l| l.index());
         tokio::task::spawn_blocking(move || {
             let tmp = dir.tmp();
-            let mut tee = Tee {
-                src: BufReader::new(snapshot),
-                copy: BufWriter::new(File::create(&tmp)?),
-            };
+            let mut tee = Tee { src: BufReader::new(snapshot), copy: BufWriter::new(File::create(&tmp)?) };
             let installed = state.install(&mut tee).map_err(io_err)?;
             io::copy(&mut tee.src, &mut tee.copy)?;
             tee.copy.into_inner().map_err(io_err)?.sync_all()?;
@@ -276,9 +228,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(io_err)?
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<SnapshotOf<TypeConfig, File>>, io::Error> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, File>>, io::Error> {
         match self.snapshots.current()? {
             None => Ok(None),
             Some(path) => self.snapshots.open(&path).map(Some),

@@ -40,12 +40,8 @@ use crate::machine::{ReadView, Reply, WriteResult};
 use crate::proto::data::Id;
 use crate::proto::error::ErrorCode;
 use crate::proto::request::{MultiOp, ReadOp, Request, RequestError, SetWatches, decode_request};
-use crate::proto::response::{
-    EventType, MultiResult, ReadResult, Response, put_notification, put_reply,
-};
-use crate::proto::{
-    ConnectRequest, ConnectResponse, FrameError, four_letter_word, op, split_frame, xid,
-};
+use crate::proto::response::{EventType, MultiResult, ReadResult, Response, put_notification, put_reply};
+use crate::proto::{ConnectRequest, ConnectResponse, FrameError, four_letter_word, op, split_frame, xid};
 use crate::tree::StoreError;
 
 /// Why a connection ended. Logged, never sent.
@@ -72,12 +68,7 @@ const READ_BATCH_MAX: usize = 64;
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let id = shared.next_conn_id();
     let kill = CancellationToken::new();
-    let (inbox, stats) = shared.dispatch.register(
-        id,
-        peer,
-        shared.config.connection_queue as usize,
-        kill.clone(),
-    );
+    let (inbox, stats) = shared.dispatch.register(id, peer, shared.config.connection_queue as usize, kill.clone());
     metrics::gauge!("corral_connections").increment(1.0);
     let _ = stream.set_nodelay(true);
     let (rd, wr) = stream.into_split();
@@ -95,9 +86,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         stats,
         session: 0,
         timeout_ms: 0,
-        identity: Identity {
-            ids: vec![Id::new("ip", &peer.ip().to_string())],
-        },
+        identity: Identity { ids: vec![Id::new("ip", &peer.ip().to_string())] },
         pending: VecDeque::new(),
         acks: FuturesUnordered::new(),
         closing: None,
@@ -130,11 +119,13 @@ enum Work {
         started: Instant,
     },
     /// Answer an error in turn, then close (unknown opcode, bad body).
-    Fail { xid: i32, code: ErrorCode },
+    Fail {
+        xid: i32,
+        code: ErrorCode,
+    },
 }
 
-type Ack =
-    tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<crate::raft::TypeConfig>>;
+type Ack = tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<crate::raft::TypeConfig>>;
 
 struct Conn {
     shared: Arc<Shared>,
@@ -176,8 +167,7 @@ impl Conn {
                 self.on_msg(msg).await?;
                 continue;
             }
-            let can_read =
-                self.pending.len() < self.shared.config.max_outstanding_requests as usize;
+            let can_read = self.pending.len() < self.shared.config.max_outstanding_requests as usize;
             tokio::select! {
                 biased;
                 _ = self.kill.cancelled() => return Err(ConnError::Closed("dropped by the server")),
@@ -210,9 +200,7 @@ impl Conn {
 
     async fn read_frame(&mut self) -> Result<Option<Bytes>, ConnError> {
         loop {
-            if let Some(f) =
-                split_frame(&mut self.inbuf, self.shared.config.max_frame_bytes as usize)?
-            {
+            if let Some(f) = split_frame(&mut self.inbuf, self.shared.config.max_frame_bytes as usize)? {
                 return Ok(Some(f));
             }
             if self.rd.read_buf(&mut self.inbuf).await? == 0 {
@@ -255,40 +243,28 @@ impl Conn {
         if req.last_zxid_seen > applied {
             // The client has seen more than this server: it must find a
             // server that is caught up. ZooKeeper closes without a reply.
-            return Err(ConnError::Closed(
-                "client's last zxid is ahead of this server",
-            ));
+            return Err(ConnError::Closed("client's last zxid is ahead of this server"));
         }
         if req.read_only != Some(true) && self.shared.read_only() {
-            return Err(ConnError::Closed(
-                "read-only server refuses a client that needs writes",
-            ));
+            return Err(ConnError::Closed("read-only server refuses a client that needs writes"));
         }
         let op = if req.session_id == 0 {
-            Op::CreateSession {
-                timeout_ms: req.timeout_ms,
-            }
+            Op::CreateSession { timeout_ms: req.timeout_ms }
         } else {
+            let state = self.shared.state.clone();
+            let session = req.session_id;
+            let known = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
+                Ok(crate::tree::get_session(&state.read_ungated()?.sessions()?, session)?.is_some())
+            })
+            .await
+            .map_err(|_| ConnError::Closed("session lookup failed"))??;
             let secret = self.shared.state.meta().init.map(|i| i.secret);
-            let known = self
-                .shared
-                .state
-                .read_ungated()?
-                .sessions()?
-                .get(req.session_id as u64)
-                .ok()
-                .flatten()
-                .is_some();
-            let ok = known
-                && secret
-                    .is_some_and(|s| session_password(&s, req.session_id)[..] == req.password[..]);
+            let ok = known && secret.is_some_and(|s| session_password(&s, req.session_id)[..] == req.password[..]);
             if !ok {
                 self.refuse(req.read_only).await?;
                 return Ok(false);
             }
-            Op::ResumeSession {
-                session: req.session_id,
-            }
+            Op::ResumeSession { session: req.session_id }
         };
         self.propose(0, op).await?;
         let reply = loop {
@@ -303,11 +279,7 @@ impl Conn {
             }
         };
         match reply {
-            Reply::Connected {
-                session,
-                password,
-                timeout_ms,
-            } => {
+            Reply::Connected { session, password, timeout_ms } => {
                 self.session = session;
                 self.timeout_ms = timeout_ms;
                 ConnectResponse {
@@ -337,20 +309,11 @@ impl Conn {
     async fn propose(&mut self, xid: i32, op: Op) -> Result<(), ConnError> {
         let cmd = Command {
             time_ms: super::now_ms(),
-            origin: Some(Origin {
-                node: self.shared.node,
-                conn: self.id,
-                xid,
-            }),
+            origin: Some(Origin { node: self.shared.node, conn: self.id, xid }),
             op,
         };
         let (responder, ack) = ProgressResponder::complete_only();
-        self.shared
-            .raft
-            .write(cmd)
-            .responder(responder)
-            .await
-            .map_err(|_| ConnError::Closed("raft has stopped"))?;
+        self.shared.raft.write(cmd).responder(responder).await.map_err(|_| ConnError::Closed("raft has stopped"))?;
         self.acks.push(ack);
         Ok(())
     }
@@ -360,10 +323,7 @@ impl Conn {
         while let Some(frame) = split_frame(&mut self.inbuf, max)? {
             self.stats.received.fetch_add(1, Ordering::Relaxed);
             self.shared.stats.received.fetch_add(1, Ordering::Relaxed);
-            self.shared
-                .dispatch
-                .liveness
-                .touch(self.session, Instant::now());
+            self.shared.dispatch.liveness.touch(self.session, Instant::now());
             self.on_frame(&frame).await?;
             if self.closing.is_some() {
                 break;
@@ -381,69 +341,31 @@ impl Conn {
             }
             Err(RequestError::UnknownOpcode { xid, opcode }) => {
                 tracing::info!(conn = self.id, opcode, "unknown opcode");
-                return self
-                    .enqueue(Work::Fail {
-                        xid,
-                        code: ErrorCode::Unimplemented,
-                    })
-                    .await;
+                return self.enqueue(Work::Fail { xid, code: ErrorCode::Unimplemented }).await;
             }
             Err(e @ RequestError::Body { .. }) => {
-                let RequestError::Body { header, .. } = &e else {
-                    unreachable!()
-                };
+                let RequestError::Body { header, .. } = &e else { unreachable!() };
                 tracing::info!(conn = self.id, "{e}");
-                return self
-                    .enqueue(Work::Fail {
-                        xid: header.xid,
-                        code: ErrorCode::MarshallingError,
-                    })
-                    .await;
+                return self.enqueue(Work::Fail { xid: header.xid, code: ErrorCode::MarshallingError }).await;
             }
         };
         let (xid, opcode) = (h.xid, h.opcode);
         let session = self.session;
-        let write = |w: Write| Op::Write {
-            session,
-            identity: self.identity.clone(),
-            write: w,
-        };
+        let write = |w: Write| Op::Write { session, identity: self.identity.clone(), write: w };
         let work = match req {
             Request::Auth { scheme, auth } => return self.auth(&scheme, &auth).await,
-            Request::Check { .. } => Work::Fail {
-                xid,
-                code: ErrorCode::Unimplemented,
-            },
-            Request::Create {
-                opcode: op_code,
-                req,
-            } => Work::Write {
-                xid,
-                opcode: op_code,
-                ops: vec![],
-                write: Some(write(Write::Create(req))),
-                started,
-            },
-            Request::Delete { path, version } => Work::Write {
+            Request::Check { .. } => Work::Fail { xid, code: ErrorCode::Unimplemented },
+            Request::Create { opcode: op_code, req } => {
+                Work::Write { xid, opcode: op_code, ops: vec![], write: Some(write(Write::Create(req))), started }
+            }
+            Request::Delete { path, version } => {
+                Work::Write { xid, opcode, ops: vec![], write: Some(write(Write::Delete { path, version })), started }
+            }
+            Request::SetData { path, data, version } => Work::Write {
                 xid,
                 opcode,
                 ops: vec![],
-                write: Some(write(Write::Delete { path, version })),
-                started,
-            },
-            Request::SetData {
-                path,
-                data,
-                version,
-            } => Work::Write {
-                xid,
-                opcode,
-                ops: vec![],
-                write: Some(write(Write::SetData {
-                    path,
-                    data,
-                    version,
-                })),
+                write: Some(write(Write::SetData { path, data, version })),
                 started,
             },
             Request::SetAcl { path, acl, version } => Work::Write {
@@ -453,13 +375,9 @@ impl Conn {
                 write: Some(write(Write::SetAcl { path, acl, version })),
                 started,
             },
-            Request::Sync { path } => Work::Write {
-                xid,
-                opcode,
-                ops: vec![],
-                write: Some(write(Write::Sync { path })),
-                started,
-            },
+            Request::Sync { path } => {
+                Work::Write { xid, opcode, ops: vec![], write: Some(write(Write::Sync { path })), started }
+            }
             Request::Multi(ops) => {
                 let codes = ops
                     .iter()
@@ -470,29 +388,16 @@ impl Conn {
                         MultiOp::Check { .. } => op::CHECK,
                     })
                     .collect();
-                Work::Write {
-                    xid,
-                    opcode,
-                    ops: codes,
-                    write: Some(write(Write::Multi(ops))),
-                    started,
-                }
+                Work::Write { xid, opcode, ops: codes, write: Some(write(Write::Multi(ops))), started }
             }
             Request::CloseSession => Work::Write {
                 xid,
                 opcode,
                 ops: vec![],
-                write: Some(Op::CloseSession {
-                    session: self.session,
-                }),
+                write: Some(Op::CloseSession { session: self.session }),
                 started,
             },
-            req => Work::Read {
-                xid,
-                opcode,
-                req,
-                started,
-            },
+            req => Work::Read { xid, opcode, req, started },
         };
         self.enqueue(work).await
     }
@@ -509,9 +414,7 @@ impl Conn {
             match self.pending.front() {
                 Some(Work::Read { .. }) => {
                     let mut batch = Vec::new();
-                    while batch.len() < READ_BATCH_MAX
-                        && matches!(self.pending.front(), Some(Work::Read { .. }))
-                    {
+                    while batch.len() < READ_BATCH_MAX && matches!(self.pending.front(), Some(Work::Read { .. })) {
                         batch.push(self.pending.pop_front().expect("front exists"));
                     }
                     self.run_reads(batch).await?;
@@ -562,17 +465,9 @@ impl Conn {
             }
             ConnMsg::Close(why) => self.closing = Some(why),
             ConnMsg::Reply { xid, zxid, reply } => {
-                let Some(Work::Write {
-                    xid: want,
-                    opcode,
-                    ops,
-                    write: None,
-                    started,
-                }) = self.pending.pop_front()
+                let Some(Work::Write { xid: want, opcode, ops, write: None, started }) = self.pending.pop_front()
                 else {
-                    return Err(ConnError::Closed(
-                        "reply for a request that is not in flight",
-                    ));
+                    return Err(ConnError::Closed("reply for a request that is not in flight"));
                 };
                 if want != xid {
                     return Err(ConnError::Closed("replies out of order"));
@@ -625,11 +520,7 @@ impl Conn {
 
     async fn run_reads(&mut self, batch: Vec<Work>) -> Result<(), ConnError> {
         let shared = self.shared.clone();
-        let ctx = ReadCtx {
-            conn: self.id,
-            session: self.session,
-            identity: self.identity.clone(),
-        };
+        let ctx = ReadCtx { conn: self.id, session: self.session, identity: self.identity.clone() };
         let (out, timings) = tokio::task::spawn_blocking(move || run_reads(&shared, &ctx, batch))
             .await
             .map_err(|_| ConnError::Closed("read task failed"))??;
@@ -652,12 +543,7 @@ impl Conn {
             "digest" => match std::str::from_utf8(auth) {
                 Ok(user_password) if user_password.contains(':') => {
                     let id = acl::digest_id(user_password);
-                    let superuser = self
-                        .shared
-                        .state
-                        .meta()
-                        .init
-                        .and_then(|i| i.config.superuser_digest);
+                    let superuser = self.shared.state.meta().init.and_then(|i| i.config.superuser_digest);
                     if superuser.as_deref() == Some(id.as_str()) {
                         self.identity.ids.push(Id::new("super", ""));
                     }
@@ -678,12 +564,7 @@ impl Conn {
             put_reply(&mut self.out, xid::AUTH, 0, Ok(&Response::Empty));
         } else {
             tracing::info!(conn = self.id, scheme, "authentication failed");
-            put_reply(
-                &mut self.out,
-                xid::AUTH,
-                0,
-                Err(ErrorCode::AuthFailed.code()),
-            );
+            put_reply(&mut self.out, xid::AUTH, 0, Err(ErrorCode::AuthFailed.code()));
             self.closing = Some("authentication failed");
         }
         Ok(())
@@ -704,17 +585,13 @@ fn encode_write(opcode: i32, ops: &[i32], result: WriteResult) -> Response {
         WriteResult::Deleted | WriteResult::Checked => Response::Empty,
         WriteResult::SetData { stat } | WriteResult::SetAcl { stat } => Response::Stat(stat),
         WriteResult::Synced { path } => Response::Path(path),
-        WriteResult::Multi(Err(codes)) => {
-            Response::Multi(codes.into_iter().map(MultiResult::Error).collect())
-        }
+        WriteResult::Multi(Err(codes)) => Response::Multi(codes.into_iter().map(MultiResult::Error).collect()),
         WriteResult::Multi(Ok(results)) => Response::Multi(
             results
                 .into_iter()
                 .zip(ops)
                 .map(|(r, &code)| match r {
-                    WriteResult::Created { path, .. } if code == op::CREATE => {
-                        MultiResult::Create { path }
-                    }
+                    WriteResult::Created { path, .. } if code == op::CREATE => MultiResult::Create { path },
                     WriteResult::Created { path, stat } => MultiResult::Create2 { path, stat },
                     WriteResult::Deleted => MultiResult::Delete,
                     WriteResult::SetData { stat } => MultiResult::SetData { stat },
@@ -734,25 +611,13 @@ struct ReadCtx {
 /// Runs a batch of reads against one view, under the gate, registering
 /// their watches. Returns the encoded replies and, per request, its opcode
 /// and start time.
-fn run_reads(
-    shared: &Shared,
-    ctx: &ReadCtx,
-    batch: Vec<Work>,
-) -> Result<(BytesMut, Vec<(i32, Instant)>), StoreError> {
+fn run_reads(shared: &Shared, ctx: &ReadCtx, batch: Vec<Work>) -> Result<(BytesMut, Vec<(i32, Instant)>), StoreError> {
     let mut out = BytesMut::new();
     let mut timings = Vec::with_capacity(batch.len());
     let (gate, view) = shared.state.read()?;
     let zxid = shared.dispatch.applied() as i64;
     for w in batch {
-        let Work::Read {
-            xid,
-            opcode,
-            req,
-            started,
-        } = w
-        else {
-            unreachable!("only reads are batched")
-        };
+        let Work::Read { xid, opcode, req, started } = w else { unreachable!("only reads are batched") };
         let result = read_one(shared, ctx, &view, zxid, &req, &mut out)?;
         let xid = match req {
             Request::Ping => xid::PING,
@@ -797,23 +662,15 @@ fn read_one(
                 watch(WatchKind::Child, path);
             }
             let two = matches!(req, Request::GetChildren2 { .. });
-            r.map(|(children, stat)| {
-                if two {
-                    Response::Children2 { children, stat }
-                } else {
-                    Response::Children { children }
-                }
-            })
+            r.map(
+                |(children, stat)| {
+                    if two { Response::Children2 { children, stat } } else { Response::Children { children } }
+                },
+            )
         }
-        Request::GetAcl { path } => view
-            .get_acl(path, &ctx.identity)?
-            .map(|(acl, stat)| Response::Acl { acl, stat }),
-        Request::GetEphemerals { prefix } => {
-            Ok(Response::Strings(view.ephemerals_of(ctx.session, prefix)?))
-        }
-        Request::GetAllChildrenNumber { path } => view
-            .all_children_number(path, &ctx.identity)?
-            .map(Response::Int),
+        Request::GetAcl { path } => view.get_acl(path, &ctx.identity)?.map(|(acl, stat)| Response::Acl { acl, stat }),
+        Request::GetEphemerals { prefix } => Ok(Response::Strings(view.ephemerals_of(ctx.session, prefix)?)),
+        Request::GetAllChildrenNumber { path } => view.all_children_number(path, &ctx.identity)?.map(Response::Int),
         Request::MultiRead(ops) => {
             let mut results = Vec::with_capacity(ops.len());
             for o in ops {
@@ -836,11 +693,7 @@ fn read_one(
                 .iter()
                 .filter(|id| id.scheme != "super")
                 .map(|id| {
-                    let user = if id.scheme == "digest" {
-                        id.id.split(':').next().unwrap_or_default()
-                    } else {
-                        &id.id
-                    };
+                    let user = if id.scheme == "digest" { id.id.split(':').next().unwrap_or_default() } else { &id.id };
                     (id.scheme.clone(), user.to_owned())
                 })
                 .collect(),
@@ -869,9 +722,7 @@ fn set_watches(
     for path in &w.data {
         match view.node(path)? {
             None => put_notification(out, zxid, EventType::NodeDeleted, path),
-            Some(n) if n.mzxid > rel => {
-                put_notification(out, zxid, EventType::NodeDataChanged, path)
-            }
+            Some(n) if n.mzxid > rel => put_notification(out, zxid, EventType::NodeDataChanged, path),
             Some(_) => watches.add(WatchKind::Data, path, ctx.conn),
         }
     }
@@ -884,9 +735,7 @@ fn set_watches(
     for path in &w.child {
         match view.node(path)? {
             None => put_notification(out, zxid, EventType::NodeDeleted, path),
-            Some(n) if n.pzxid > rel => {
-                put_notification(out, zxid, EventType::NodeChildrenChanged, path)
-            }
+            Some(n) if n.pzxid > rel => put_notification(out, zxid, EventType::NodeChildrenChanged, path),
             Some(_) => watches.add(WatchKind::Child, path, ctx.conn),
         }
     }

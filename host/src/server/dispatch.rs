@@ -84,15 +84,7 @@ impl Dispatcher {
     ) -> (mpsc::Receiver<ConnMsg>, Arc<ConnStats>) {
         let (tx, rx) = mpsc::channel(inbox_capacity.max(1));
         let stats = Arc::new(ConnStats::default());
-        self.conns.lock().insert(
-            id,
-            ConnHandle {
-                tx,
-                kill,
-                peer,
-                stats: stats.clone(),
-            },
-        );
+        self.conns.lock().insert(id, ConnHandle { tx, kill, peer, stats: stats.clone() });
         (rx, stats)
     }
 
@@ -109,11 +101,7 @@ impl Dispatcher {
 
     /// Connections by peer address: the per-IP limit counts these.
     pub fn connections_from(&self, ip: std::net::IpAddr) -> usize {
-        self.conns
-            .lock()
-            .values()
-            .filter(|c| c.peer.ip() == ip)
-            .count()
+        self.conns.lock().values().filter(|c| c.peer.ip() == ip).count()
     }
 
     pub fn connection_count(&self) -> usize {
@@ -162,22 +150,11 @@ impl ApplySink for Dispatcher {
             }
             let mut close = None;
             match a.session {
-                Some(SessionChange::Opened { id, timeout_ms, .. }) => {
-                    self.liveness.add(id, timeout_ms, now)
-                }
-                Some(SessionChange::Resumed {
-                    id,
-                    timeout_ms,
-                    owner,
-                    previous,
-                }) => {
+                Some(SessionChange::Opened { id, timeout_ms, .. }) => self.liveness.add(id, timeout_ms, now),
+                Some(SessionChange::Resumed { id, timeout_ms, owner, previous }) => {
                     self.liveness.add(id, timeout_ms, now);
                     if previous.node == self.node && previous != owner {
-                        Self::send(
-                            &conns,
-                            previous.conn,
-                            ConnMsg::Close("session moved to another connection"),
-                        );
+                        Self::send(&conns, previous.conn, ConnMsg::Close("session moved to another connection"));
                     }
                 }
                 Some(SessionChange::Ended { id, owner }) => {
@@ -191,15 +168,7 @@ impl ApplySink for Dispatcher {
             if let Some(o) = a.origin
                 && o.node == self.node
             {
-                Self::send(
-                    &conns,
-                    o.conn,
-                    ConnMsg::Reply {
-                        xid: o.xid,
-                        zxid: a.index as i64,
-                        reply: a.reply,
-                    },
-                );
+                Self::send(&conns, o.conn, ConnMsg::Reply { xid: o.xid, zxid: a.index as i64, reply: a.reply });
             }
             if let Some(c) = close {
                 Self::send(&conns, c, ConnMsg::Close("session closed"));

@@ -19,12 +19,7 @@ pub fn zookeeper_version() -> String {
 
 /// The text answering `word`.
 pub fn answer(s: &Shared, word: &str) -> String {
-    if !s
-        .config
-        .four_letter_words
-        .iter()
-        .any(|w| w == word || w == "*")
-    {
+    if !s.config.four_letter_words.iter().any(|w| w == word || w == "*") {
         return format!("{word} is not executed because it is not in the whitelist.\n");
     }
     match word {
@@ -37,12 +32,7 @@ pub fn answer(s: &Shared, word: &str) -> String {
         "mntr" => mntr(s),
         "wchs" => {
             let w = s.dispatch.watches.lock();
-            format!(
-                "{} connections watching {} paths\nTotal watches:{}\n",
-                w.connections(),
-                w.paths(),
-                w.count()
-            )
+            format!("{} connections watching {} paths\nTotal watches:{}\n", w.connections(), w.paths(), w.count())
         }
         "cons" => {
             let mut out = String::new();
@@ -90,10 +80,7 @@ fn dir_size(p: &std::path::Path) -> u64 {
 fn srvr(s: &Shared, with_clients: bool) -> String {
     let (min, avg, max) = s.stats.latency_ms();
     let meta = s.state.meta();
-    let mut out = format!(
-        "Zookeeper version: {}, built on corral\n",
-        zookeeper_version()
-    );
+    let mut out = format!("Zookeeper version: {}, built on corral\n", zookeeper_version());
     if with_clients {
         out.push_str("Clients:\n");
         s.dispatch.for_each_conn(|_, c| {
@@ -128,9 +115,7 @@ fn envi(s: &Shared) -> String {
         host.trim(),
         std::env::consts::OS,
         std::env::consts::ARCH,
-        std::env::current_dir()
-            .map(|d| d.display().to_string())
-            .unwrap_or_default(),
+        std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
         s.config.data_dir.display(),
     )
 }
@@ -156,46 +141,25 @@ fn mntr(s: &Shared) -> String {
     let meta = s.state.meta();
     let w = s.dispatch.watches.lock();
     let m = s.raft.metrics().borrow_watched().clone();
-    let ephemerals = s
-        .state
-        .read_ungated()
-        .ok()
-        .and_then(|v| v.ephemerals().ok())
-        .map_or(0, |t| {
-            use redb::ReadableTableMetadata;
-            t.len().unwrap_or(0)
-        });
     let rows: Vec<(&str, String)> = vec![
         ("zk_version", zookeeper_version()),
         ("zk_server_state", s.mode().into()),
         ("zk_avg_latency", format!("{avg:.4}")),
         ("zk_max_latency", format!("{max:.0}")),
         ("zk_min_latency", format!("{min:.0}")),
-        (
-            "zk_packets_received",
-            s.stats.received.load(Ordering::Relaxed).to_string(),
-        ),
-        (
-            "zk_packets_sent",
-            s.stats.sent.load(Ordering::Relaxed).to_string(),
-        ),
-        (
-            "zk_num_alive_connections",
-            s.dispatch.connection_count().to_string(),
-        ),
+        ("zk_packets_received", s.stats.received.load(Ordering::Relaxed).to_string()),
+        ("zk_packets_sent", s.stats.sent.load(Ordering::Relaxed).to_string()),
+        ("zk_num_alive_connections", s.dispatch.connection_count().to_string()),
         ("zk_outstanding_requests", "0".into()),
         ("zk_znode_count", meta.node_count.to_string()),
         ("zk_watch_count", w.count().to_string()),
-        ("zk_ephemerals_count", ephemerals.to_string()),
+        ("zk_ephemerals_count", meta.ephemeral_count.to_string()),
         ("zk_approximate_data_size", meta.data_bytes.to_string()),
         ("zk_uptime", s.started.elapsed().as_millis().to_string()),
         ("zk_global_sessions", s.dispatch.liveness.len().to_string()),
         ("zk_last_zxid", format!("0x{:x}", meta.applied_index)),
         ("corral_raft_term", m.current_term.to_string()),
-        (
-            "corral_raft_applied_index",
-            m.last_applied.map_or(0, |l| l.index).to_string(),
-        ),
+        ("corral_raft_applied_index", m.last_applied.map_or(0, |l| l.index).to_string()),
         ("corral_digest", format!("{:016x}", meta.digest.0)),
     ];
     let mut out = String::new();

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::ServerState;
 use parking_lot::Mutex;
-use redb::ReadableTable;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -41,9 +40,7 @@ use crate::tree::StoreError;
 
 /// Wall-clock milliseconds, as the leader stamps entries.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Why the node could not start.
@@ -97,11 +94,7 @@ impl Stats {
     /// (min, avg, max) latency in ms, as `srvr` prints it.
     pub fn latency_ms(&self) -> (f64, f64, f64) {
         let l = self.latency.lock();
-        let avg = if l.count == 0 {
-            0.0
-        } else {
-            l.sum_us as f64 / l.count as f64 / 1000.0
-        };
+        let avg = if l.count == 0 { 0.0 } else { l.sum_us as f64 / l.count as f64 / 1000.0 };
         (l.min_us as f64 / 1000.0, avg, l.max_us as f64 / 1000.0)
     }
 
@@ -187,10 +180,7 @@ impl Node {
     pub async fn open(config: Config) -> Result<Node, StartError> {
         let config = Arc::new(config);
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).map_err(|err| StartError::DataDir {
-            path: dir.display().to_string(),
-            err,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|err| StartError::DataDir { path: dir.display().to_string(), err })?;
         let state = Arc::new(StateDb::open(
             &dir.join("state.redb"),
             StateOptions {
@@ -200,42 +190,20 @@ impl Node {
         )?);
         let log = LogStore::open(&dir.join("raft-log.redb")).map_err(StartError::Log)?;
         let liveness = Arc::new(Liveness::default());
-        let dispatch = Arc::new(Dispatcher::new(
-            config.node_id,
-            liveness.clone(),
-            state.applied_index(),
-        ));
+        let dispatch = Arc::new(Dispatcher::new(config.node_id, liveness.clone(), state.applied_index()));
         let sm = StateMachine::new(state.clone(), dispatch.clone(), dir.join("snapshots"))
-            .map_err(|err| StartError::DataDir {
-                path: dir.display().to_string(),
-                err,
-            })?;
-        let raft = Raft::new(
-            config.node_id,
-            Arc::new(raft_config(&config)?),
-            Network,
-            log,
-            sm,
-        )
-        .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
-
-        let fresh = !raft
-            .is_initialized()
+            .map_err(|err| StartError::DataDir { path: dir.display().to_string(), err })?;
+        let raft = Raft::new(config.node_id, Arc::new(raft_config(&config)?), Network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let fresh = !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
         if fresh {
-            let me = NodeInfo {
-                raft_addr: String::new(),
-                client_addr: config.client_addr.to_string(),
-            };
+            let me = NodeInfo { raft_addr: String::new(), client_addr: config.client_addr.to_string() };
             raft.initialize(BTreeMap::from([(config.node_id, me)]))
                 .await
                 .map_err(|e| StartError::Raft(e.to_string()))?;
-            tracing::info!(
-                node = config.node_id,
-                "initialized a new one-member cluster"
-            );
+            tracing::info!(node = config.node_id, "initialized a new one-member cluster");
         }
         let shared = Arc::new(Shared {
             node: config.node_id,
@@ -249,11 +217,7 @@ impl Node {
             next_conn: AtomicU64::new(1),
             ready: std::sync::atomic::AtomicBool::new(false),
         });
-        Ok(Node {
-            shared,
-            shutdown: CancellationToken::new(),
-            tasks: Vec::new(),
-        })
+        Ok(Node { shared, shutdown: CancellationToken::new(), tasks: Vec::new() })
     }
 
     /// Waits until the state machine has applied everything this node had
@@ -267,45 +231,28 @@ impl Node {
             .await
             .map_err(|e| StartError::Raft(format!("no leader within {wait:?}: {e}")))?;
         if s.state.meta().init.is_none() && s.raft.is_leader() {
-            let init = Op::Init {
-                config: s.config.cluster_seed(),
-                secret: rand::random(),
-            };
+            let init = Op::Init { config: s.config.cluster_seed(), secret: rand::random() };
             s.raft
-                .client_write(Command {
-                    time_ms: now_ms(),
-                    origin: None,
-                    op: init,
-                })
+                .client_write(Command { time_ms: now_ms(), origin: None, op: init })
                 .await
                 .map_err(|e| StartError::Raft(format!("initializing the cluster: {e}")))?;
         }
-        s.raft
-            .wait_for_recovery(Some(wait))
-            .await
-            .map_err(|e| StartError::Raft(format!("recovery: {e}")))?;
+        s.raft.wait_for_recovery(Some(wait)).await.map_err(|e| StartError::Raft(format!("recovery: {e}")))?;
         let deadline = Instant::now() + wait;
         while s.state.meta().init.is_none() {
             if Instant::now() > deadline {
-                return Err(StartError::Raft(
-                    "the cluster's init entry was not applied in time".into(),
-                ));
+                return Err(StartError::Raft("the cluster's init entry was not applied in time".into()));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // Every live session gets a full timeout from now.
-        let view = s.state.read_ungated()?;
+        let state = s.state.clone();
+        let sessions = tokio::task::spawn_blocking(move || state.read_ungated()?.all_sessions())
+            .await
+            .map_err(|e| StartError::Raft(format!("loading sessions: {e}")))??;
         let now = Instant::now();
-        for item in view.sessions()?.iter().map_err(StoreError::from)? {
-            let (k, v) = item.map_err(StoreError::from)?;
-            let session =
-                crate::tree::Session::decode(v.value()).map_err(|err| StoreError::Corrupt {
-                    what: "session",
-                    err,
-                })?;
-            s.dispatch
-                .liveness
-                .add(k.value() as i64, session.timeout_ms, now);
+        for (id, session) in sessions {
+            s.dispatch.liveness.add(id, session.timeout_ms, now);
         }
         if let Some(init) = s.state.meta().init
             && init.config != s.config.cluster_seed()
@@ -315,11 +262,7 @@ impl Node {
                 "this node's settings for replicated config differ from the cluster's; the cluster's apply"
             );
         }
-        tracing::info!(
-            applied = s.state.applied_index(),
-            sessions = s.dispatch.liveness.len(),
-            "state recovered"
-        );
+        tracing::info!(applied = s.state.applied_index(), sessions = s.dispatch.liveness.len(), "state recovered");
         Ok(())
     }
 
@@ -327,23 +270,11 @@ impl Node {
     pub async fn serve(&mut self) -> Result<std::net::SocketAddr, StartError> {
         let s = self.shared.clone();
         let addr = s.config.client_addr;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|err| StartError::Listen {
-                addr: addr.to_string(),
-                err,
-            })?;
-        let local = listener.local_addr().map_err(|err| StartError::Listen {
-            addr: addr.to_string(),
-            err,
-        })?;
-        self.tasks.push(tokio::spawn(accept_loop(
-            s.clone(),
-            listener,
-            self.shutdown.clone(),
-        )));
-        self.tasks
-            .push(tokio::spawn(expiry_loop(s.clone(), self.shutdown.clone())));
+        let listener =
+            TcpListener::bind(addr).await.map_err(|err| StartError::Listen { addr: addr.to_string(), err })?;
+        let local = listener.local_addr().map_err(|err| StartError::Listen { addr: addr.to_string(), err })?;
+        self.tasks.push(tokio::spawn(accept_loop(s.clone(), listener, self.shutdown.clone())));
+        self.tasks.push(tokio::spawn(expiry_loop(s.clone(), self.shutdown.clone())));
         s.ready.store(true, Ordering::Release);
         tracing::info!(%local, "serving ZooKeeper clients");
         Ok(local)
@@ -409,11 +340,7 @@ async fn expiry_loop(s: Arc<Shared>, stop: CancellationToken) {
         }
         for session in s.dispatch.liveness.take_expired(Instant::now()) {
             tracing::info!(session = format!("0x{session:x}"), "session expired");
-            let cmd = Command {
-                time_ms: now_ms(),
-                origin: None,
-                op: Op::ExpireSession { session },
-            };
+            let cmd = Command { time_ms: now_ms(), origin: None, op: Op::ExpireSession { session } };
             if s.raft.client_write_ff(cmd, None).await.is_err() {
                 s.dispatch.liveness.unmark(session);
             }

@@ -30,14 +30,7 @@ impl Liveness {
     /// A session that is live in the replicated state.
     pub fn add(&self, id: i64, timeout_ms: i32, now: Instant) {
         let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
-        self.sessions.lock().insert(
-            id,
-            Entry {
-                timeout,
-                deadline: now + timeout,
-                expiring: false,
-            },
-        );
+        self.sessions.lock().insert(id, Entry { timeout, deadline: now + timeout, expiring: false });
     }
 
     pub fn remove(&self, id: i64) {
@@ -105,15 +98,9 @@ mod tests {
         l.touch(2, t0 + Duration::from_millis(900));
         assert_eq!(l.take_expired(t0 + Duration::from_millis(1000)), vec![1]);
         // Marked: not proposed twice.
-        assert_eq!(
-            l.take_expired(t0 + Duration::from_millis(1100)),
-            Vec::<i64>::new()
-        );
+        assert_eq!(l.take_expired(t0 + Duration::from_millis(1100)), Vec::<i64>::new());
         l.restart_all(t0 + Duration::from_millis(1100));
-        assert_eq!(
-            l.take_expired(t0 + Duration::from_millis(2000)),
-            Vec::<i64>::new()
-        );
+        assert_eq!(l.take_expired(t0 + Duration::from_millis(2000)), Vec::<i64>::new());
         assert_eq!(l.take_expired(t0 + Duration::from_millis(2100)), vec![1, 2]);
     }
 }

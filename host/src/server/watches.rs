@@ -39,14 +39,8 @@ impl Watches {
     }
 
     pub fn add(&mut self, kind: WatchKind, path: &str, conn: ConnId) {
-        self.table(kind)
-            .entry(path.to_owned())
-            .or_default()
-            .insert(conn);
-        self.by_conn
-            .entry(conn)
-            .or_default()
-            .insert((kind, path.to_owned()));
+        self.table(kind).entry(path.to_owned()).or_default().insert(conn);
+        self.by_conn.entry(conn).or_default().insert((kind, path.to_owned()));
     }
 
     fn take(&mut self, kind: WatchKind, path: &str, out: &mut Vec<ConnId>) {
@@ -67,9 +61,7 @@ impl Watches {
     pub fn trigger(&mut self, event: EventType, path: &str) -> Vec<ConnId> {
         let mut out = Vec::new();
         match event {
-            EventType::NodeCreated | EventType::NodeDataChanged => {
-                self.take(WatchKind::Data, path, &mut out)
-            }
+            EventType::NodeCreated | EventType::NodeDataChanged => self.take(WatchKind::Data, path, &mut out),
             EventType::NodeDeleted => {
                 self.take(WatchKind::Data, path, &mut out);
                 self.take(WatchKind::Child, path, &mut out);
@@ -99,11 +91,7 @@ impl Watches {
 
     /// Distinct watched paths.
     pub fn paths(&self) -> usize {
-        self.data
-            .keys()
-            .chain(self.child.keys())
-            .collect::<HashSet<_>>()
-            .len()
+        self.data.keys().chain(self.child.keys()).collect::<HashSet<_>>().len()
     }
 
     /// Connections with at least one watch.
@@ -129,10 +117,7 @@ mod tests {
         w.add(WatchKind::Data, "/a", 2);
         assert_eq!(w.count(), 3);
         assert_eq!(sorted(w.trigger(EventType::NodeDeleted, "/a")), vec![1, 2]);
-        assert_eq!(
-            w.trigger(EventType::NodeDeleted, "/a"),
-            Vec::<ConnId>::new()
-        );
+        assert_eq!(w.trigger(EventType::NodeDeleted, "/a"), Vec::<ConnId>::new());
         assert_eq!(w.count(), 0);
     }
 
@@ -145,10 +130,7 @@ mod tests {
         assert_eq!(w.trigger(EventType::NodeDataChanged, "/a"), vec![1]);
         w.add(WatchKind::Data, "/b", 3);
         w.remove_conn(3);
-        assert_eq!(
-            w.trigger(EventType::NodeCreated, "/b"),
-            Vec::<ConnId>::new()
-        );
+        assert_eq!(w.trigger(EventType::NodeCreated, "/b"), Vec::<ConnId>::new());
         assert_eq!(w.paths(), 0);
     }
 }

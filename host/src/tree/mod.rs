@@ -88,10 +88,7 @@ impl Node {
             ctime: self.ctime,
             mtime: self.mtime,
             version: self.version,
-            cversion: self
-                .child_creations
-                .wrapping_mul(2)
-                .wrapping_sub(self.num_children),
+            cversion: self.child_creations.wrapping_mul(2).wrapping_sub(self.num_children),
             aversion: self.aversion,
             ephemeral_owner: self.session_owner().unwrap_or(0),
             data_length: self.data.as_ref().map_or(0, |d| d.len() as i32),
@@ -148,10 +145,7 @@ pub enum StoreError {
     #[error("redb: {0}")]
     Redb(#[from] redb::Error),
     #[error("corrupt {what} record: {err}")]
-    Corrupt {
-        what: &'static str,
-        err: postcard::Error,
-    },
+    Corrupt { what: &'static str, err: postcard::Error },
 }
 
 macro_rules! from_redb {
@@ -180,9 +174,7 @@ pub fn get_node(
     }
     match table.get(path::key(path).as_slice())? {
         None => Ok(None),
-        Some(v) => Node::decode(v.value())
-            .map(Some)
-            .map_err(|err| StoreError::Corrupt { what: "node", err }),
+        Some(v) => Node::decode(v.value()).map(Some).map_err(|err| StoreError::Corrupt { what: "node", err }),
     }
 }
 
@@ -203,18 +195,10 @@ pub fn child_names(
     Ok(names)
 }
 
-pub fn get_session(
-    table: &impl ReadableTable<u64, &'static [u8]>,
-    id: i64,
-) -> Result<Option<Session>, StoreError> {
+pub fn get_session(table: &impl ReadableTable<u64, &'static [u8]>, id: i64) -> Result<Option<Session>, StoreError> {
     match table.get(id as u64)? {
         None => Ok(None),
-        Some(v) => Session::decode(v.value())
-            .map(Some)
-            .map_err(|err| StoreError::Corrupt {
-                what: "session",
-                err,
-            }),
+        Some(v) => Session::decode(v.value()).map(Some).map_err(|err| StoreError::Corrupt { what: "session", err }),
     }
 }
 

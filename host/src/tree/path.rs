@@ -64,11 +64,7 @@ pub fn split(path: &str) -> Option<(&str, &str)> {
 
 /// Joins a parent path and a child name.
 pub fn join(parent: &str, name: &str) -> String {
-    if parent == "/" {
-        format!("/{name}")
-    } else {
-        format!("{parent}/{name}")
-    }
+    if parent == "/" { format!("/{name}") } else { format!("{parent}/{name}") }
 }
 
 /// The storage key of a valid path: `parent ++ 0x00 ++ name`, and the empty
