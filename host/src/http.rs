@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::server::Shared;
 
@@ -18,6 +18,19 @@ use crate::server::Shared;
 struct Http {
     shared: Arc<Shared>,
     prometheus: PrometheusHandle,
+}
+
+/// The Prometheus exporter, with histogram buckets: seconds for latencies,
+/// counts for batch sizes.
+pub fn prometheus_builder() -> PrometheusBuilder {
+    let seconds =
+        [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+    let counts = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0];
+    PrometheusBuilder::new()
+        .set_buckets(&seconds)
+        .expect("buckets are not empty")
+        .set_buckets_for_metric(Matcher::Suffix("_entries".into()), &counts)
+        .expect("buckets are not empty")
 }
 
 pub fn router(shared: Arc<Shared>, prometheus: PrometheusHandle) -> Router {

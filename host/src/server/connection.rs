@@ -190,9 +190,14 @@ impl Conn {
         }
     }
 
+    /// Writes `out` to the socket. A client that does not read blocks only
+    /// its own connection, until the dispatcher drops it.
     async fn flush(&mut self) -> Result<(), ConnError> {
         if !self.out.is_empty() {
-            self.wr.write_all(&self.out).await?;
+            tokio::select! {
+                r = self.wr.write_all(&self.out) => r?,
+                _ = self.kill.cancelled() => return Err(ConnError::Closed("dropped by the server")),
+            }
             self.out.clear();
         }
         Ok(())
@@ -273,7 +278,7 @@ impl Conn {
                 .map_err(|_| ConnError::Closed("session setup not committed in time"))?;
             match msg {
                 Some(ConnMsg::Reply { reply, .. }) => break reply,
-                Some(ConnMsg::Event(_)) => continue,
+                Some(ConnMsg::Event(..)) => continue,
                 Some(ConnMsg::Close(why)) => return Err(ConnError::Closed(why)),
                 None => return Err(ConnError::Closed("server shutting down")),
             }
@@ -459,7 +464,7 @@ impl Conn {
 
     async fn on_msg(&mut self, msg: ConnMsg) -> Result<(), ConnError> {
         match msg {
-            ConnMsg::Event(frame) => {
+            ConnMsg::Event(_, frame) => {
                 self.out.extend_from_slice(&frame);
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -503,12 +508,13 @@ impl Conn {
         Ok(())
     }
 
-    /// Moves the watch events waiting in the inbox to `out`, stopping at
-    /// the first other message, which is kept for later.
-    fn drain_events(&mut self) {
+    /// Moves to `out` the watch events waiting in the inbox for changes up
+    /// to `zxid`, the state a read saw: they must precede its reply. Stops at
+    /// the first later event or other message, which is kept for later.
+    fn drain_events(&mut self, zxid: i64) {
         while self.stash.is_none() {
             match self.inbox.try_recv() {
-                Ok(ConnMsg::Event(frame)) => {
+                Ok(ConnMsg::Event(at, frame)) if at <= zxid => {
                     self.out.extend_from_slice(&frame);
                     self.stats.sent.fetch_add(1, Ordering::Relaxed);
                 }
@@ -521,11 +527,11 @@ impl Conn {
     async fn run_reads(&mut self, batch: Vec<Work>) -> Result<(), ConnError> {
         let shared = self.shared.clone();
         let ctx = ReadCtx { conn: self.id, session: self.session, identity: self.identity.clone() };
-        let (out, timings) = tokio::task::spawn_blocking(move || run_reads(&shared, &ctx, batch))
+        let (zxid, out, timings) = tokio::task::spawn_blocking(move || run_reads(&shared, &ctx, batch))
             .await
             .map_err(|_| ConnError::Closed("read task failed"))??;
-        // Events committed before the reads' view must precede their replies.
-        self.drain_events();
+        // Events of changes the reads saw must precede their replies.
+        self.drain_events(zxid);
         self.out.extend_from_slice(&out);
         let replies = timings.len() as u64;
         self.stats.sent.fetch_add(replies, Ordering::Relaxed);
@@ -609,9 +615,11 @@ struct ReadCtx {
 }
 
 /// Runs a batch of reads against one view, under the gate, registering
-/// their watches. Returns the encoded replies and, per request, its opcode
-/// and start time.
-fn run_reads(shared: &Shared, ctx: &ReadCtx, batch: Vec<Work>) -> Result<(BytesMut, Vec<(i32, Instant)>), StoreError> {
+/// their watches. Returns the zxid the view is at, the encoded replies and,
+/// per request, its opcode and start time.
+type ReadsDone = (i64, BytesMut, Vec<(i32, Instant)>);
+
+fn run_reads(shared: &Shared, ctx: &ReadCtx, batch: Vec<Work>) -> Result<ReadsDone, StoreError> {
     let mut out = BytesMut::new();
     let mut timings = Vec::with_capacity(batch.len());
     let (gate, view) = shared.state.read()?;
@@ -627,7 +635,7 @@ fn run_reads(shared: &Shared, ctx: &ReadCtx, batch: Vec<Work>) -> Result<(BytesM
         timings.push((opcode, started));
     }
     drop(gate);
-    Ok((out, timings))
+    Ok((zxid, out, timings))
 }
 
 fn read_one(

@@ -30,8 +30,8 @@ use crate::proto::response::put_notification;
 /// What the dispatcher sends a connection.
 #[derive(Debug)]
 pub enum ConnMsg {
-    /// An encoded watch notification.
-    Event(Bytes),
+    /// An encoded watch notification, and the zxid of its change.
+    Event(i64, Bytes),
     /// The outcome of an entry this connection proposed.
     Reply { xid: i32, zxid: i64, reply: Reply },
     /// Close once what is queued before it is sent.
@@ -117,13 +117,13 @@ impl Dispatcher {
 
     fn send(conns: &HashMap<ConnId, ConnHandle>, id: ConnId, msg: ConnMsg) {
         let Some(c) = conns.get(&id) else { return };
+        if c.kill.is_cancelled() {
+            return;
+        }
         if let Err(e) = c.tx.try_send(msg) {
-            match e {
-                mpsc::error::TrySendError::Full(_) => {
-                    tracing::warn!(conn = id, peer = %c.peer, "connection is not reading its replies; closing it");
-                    metrics::counter!("corral_connections_dropped_slow_total").increment(1);
-                }
-                mpsc::error::TrySendError::Closed(_) => {}
+            if let mpsc::error::TrySendError::Full(_) = e {
+                tracing::warn!(conn = id, peer = %c.peer, "connection is not reading its replies; dropping it");
+                metrics::counter!("corral_connections_dropped_slow_total").increment(1);
             }
             c.kill.cancel();
         }
@@ -145,7 +145,7 @@ impl ApplySink for Dispatcher {
                 put_notification(&mut frame, a.index as i64, *kind, path);
                 let frame = frame.freeze();
                 for c in targets {
-                    Self::send(&conns, c, ConnMsg::Event(frame.clone()));
+                    Self::send(&conns, c, ConnMsg::Event(a.index as i64, frame.clone()));
                 }
             }
             let mut close = None;
