@@ -73,8 +73,11 @@ pub struct Config {
     pub snapshot_every_entries: u64,
     /// Entries kept in the log behind the last snapshot.
     pub snapshot_logs_to_keep: u64,
-    /// redb page cache for the state, in bytes.
+    /// redb page cache for the state, in bytes. It counts in the resident
+    /// set; the OS page cache serves what it misses.
     pub state_cache_bytes: u64,
+    /// redb page cache for the Raft log, in bytes.
+    pub log_cache_bytes: u64,
     /// Longest time between durable commits of the applied state.
     pub state_sync_interval_ms: u64,
 }
@@ -105,7 +108,8 @@ impl Default for Config {
             heartbeat_interval_ms: 100,
             snapshot_every_entries: 100_000,
             snapshot_logs_to_keep: 10_000,
-            state_cache_bytes: 64 << 20,
+            state_cache_bytes: 32 << 20,
+            log_cache_bytes: 8 << 20,
             state_sync_interval_ms: 1000,
         }
     }

@@ -27,7 +27,7 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = LogStore::open(&dir.path().join("raft-log.redb")).expect("log store opens");
+        let log = LogStore::open(&dir.path().join("raft-log.redb"), 1 << 20).expect("log store opens");
         let state = StateDb::open(
             &dir.path().join("state.redb"),
             StateOptions { cache_bytes: 1 << 20, sync_interval: Duration::from_millis(100) },

@@ -104,7 +104,9 @@ impl<'t> Tables<'t> {
     }
 }
 
-/// The nodes every tree starts with, all with zxid 0 and time 0.
+/// The nodes every tree starts with, all with zxid 0 and time 0. As in
+/// ZooKeeper, their children were added without counting as creations, so
+/// `/` shows cversion -1 and `/zookeeper` -2.
 pub fn initial_nodes() -> Vec<(&'static str, Node)> {
     let node = |children: i32, acl| Node {
         czxid: 0,
@@ -112,7 +114,7 @@ pub fn initial_nodes() -> Vec<(&'static str, Node)> {
         ctime: 0,
         mtime: 0,
         version: 0,
-        child_creations: children,
+        child_creations: 0,
         aversion: 0,
         owner: 0,
         num_children: children,
@@ -121,10 +123,12 @@ pub fn initial_nodes() -> Vec<(&'static str, Node)> {
         data: Some(Vec::new()),
     };
     let read_only = vec![Acl { perms: perms::READ, id: Id::new("world", "anyone") }];
+    // ZooKeeper creates /zookeeper/config with aversion -1.
+    let config = Node { aversion: -1, ..node(0, read_only) };
     vec![
         ("/", node(1, Acl::open())),
         ("/zookeeper", node(2, Acl::open())),
-        ("/zookeeper/config", node(0, read_only)),
+        ("/zookeeper/config", config),
         ("/zookeeper/quota", node(0, Acl::open())),
     ]
 }

@@ -110,9 +110,11 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// Opens or creates the log and starts its writer thread.
-    pub fn open(path: &Path) -> io::Result<LogStore> {
-        let db = Database::create(path).map_err(io_err)?;
+    /// Opens or creates the log and starts its writer thread. `cache_bytes`
+    /// is redb's page cache: the log is mostly written, and read back soon
+    /// after, so a small one serves.
+    pub fn open(path: &Path, cache_bytes: usize) -> io::Result<LogStore> {
+        let db = Database::builder().set_cache_size(cache_bytes).create(path).map_err(io_err)?;
         let txn = db.begin_write().map_err(io_err)?;
         let (last, vote, committed, last_purged) = {
             let log = txn.open_table(LOG).map_err(io_err)?;

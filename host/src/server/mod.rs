@@ -188,7 +188,8 @@ impl Node {
                 sync_interval: Duration::from_millis(config.state_sync_interval_ms),
             },
         )?);
-        let log = LogStore::open(&dir.join("raft-log.redb")).map_err(StartError::Log)?;
+        let log =
+            LogStore::open(&dir.join("raft-log.redb"), config.log_cache_bytes as usize).map_err(StartError::Log)?;
         let liveness = Arc::new(Liveness::default());
         let dispatch = Arc::new(Dispatcher::new(config.node_id, liveness.clone(), state.applied_index()));
         let sm = StateMachine::new(state.clone(), dispatch.clone(), dir.join("snapshots"))

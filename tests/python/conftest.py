@@ -1,0 +1,154 @@
+"""Fixtures: a real `corral serve`, and a real Apache ZooKeeper 3.8.
+
+Servers listen on free loopback ports and keep their data and logs under
+pytest's temporary directory. A failing test prints the server's log.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+APACHE_ZK = ROOT.parent / "shared" / "tools" / "apache-zk.sh"
+
+# Short timers for tests, as in the Rust harness.
+FAST = {
+    "tick_time_ms": "200",
+    "session_check_ms": "50",
+    "election_timeout_min_ms": "150",
+    "election_timeout_max_ms": "300",
+    "heartbeat_interval_ms": "50",
+    "state_sync_interval_ms": "200",
+}
+
+# What apache-zk.sh configures, so that differential runs compare like with like.
+LIKE_APACHE = {
+    "tick_time_ms": "2000",
+    "extended_types": "true",
+    "superuser_digest": "super:D/InIHSb7yEEbrWz8b9l71RjZJU=",
+    "four_letter_words": '["*"]',
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def binary():
+    return os.environ.get("TEST_CORRAL_BIN", str(ROOT / "target" / "debug" / "corral"))
+
+
+class Corral:
+    def __init__(self, workdir, settings):
+        self.dir = Path(workdir)
+        self.port = free_port()
+        self.http_port = free_port()
+        self.settings = dict(settings)
+        self.proc = None
+        self.start()
+
+    @property
+    def hosts(self):
+        return "127.0.0.1:%d" % self.port
+
+    def start(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+        for k, v in self.settings.items():
+            env["CORRAL_" + k.upper()] = v
+        env["CORRAL_CLIENT_ADDR"] = self.hosts
+        env["CORRAL_HTTP_ADDR"] = "127.0.0.1:%d" % self.http_port
+        env["RUST_LOG"] = "info,openraft=warn"
+        log = open(self.dir / "node.log", "ab")
+        self.proc = subprocess.Popen([binary(), "serve", "--data-dir", str(self.dir / "data")], env=env,
+                                     stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = self.proc.stdout.readline().decode()
+            if "serving ZooKeeper clients" in line:
+                return
+            if not line and self.proc.poll() is not None:
+                break
+        raise RuntimeError("corral did not start:\n" + self.log())
+
+    def log(self):
+        try:
+            return (self.dir / "node.log").read_text()
+        except OSError:
+            return ""
+
+    def kill9(self):
+        if self.proc:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self):
+        if self.proc:
+            self.proc.send_signal(signal.SIGTERM)
+            assert self.proc.wait(timeout=20) == 0, self.log()
+            self.proc = None
+
+    def restart(self):
+        self.start()
+
+
+@pytest.fixture
+def corral(tmp_path, request):
+    c = Corral(tmp_path, FAST)
+    yield c
+    c.kill9()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print("---- corral log ----\n" + c.log())
+
+
+@pytest.fixture
+def corral_like_apache(tmp_path):
+    c = Corral(tmp_path, LIKE_APACHE)
+    yield c
+    c.kill9()
+
+
+class ApacheZooKeeper:
+    def __init__(self, workdir):
+        if not APACHE_ZK.exists():
+            raise RuntimeError("%s is missing: the differential tests need it" % APACHE_ZK)
+        self.dir = Path(workdir) / "apache-zk"
+        self.port = free_port()
+        subprocess.run(["bash", str(APACHE_ZK), "standalone", str(self.dir), str(self.port)], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    @property
+    def hosts(self):
+        return "127.0.0.1:%d" % self.port
+
+    def stop(self):
+        subprocess.run(["bash", str(APACHE_ZK), "stop", str(self.dir)], check=False)
+
+
+@pytest.fixture
+def apache_zk(tmp_path):
+    z = ApacheZooKeeper(tmp_path)
+    yield z
+    z.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def zkcli():
+    path = shutil.which("zkCli.sh") or "/usr/share/zookeeper/bin/zkCli.sh"
+    assert Path(path).exists(), "zkCli.sh is missing: apt-get install zookeeper"
+    return path

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine with only the Rust
+# toolchain: installs what the tests need (idempotently), builds, runs.
+#
+#   tests/run.sh
+#
+# Stages: system packages (apt), a Python venv for kazoo and pytest, the
+# build, Rust unit and storage tests, cross-process Rust tests (one server
+# at a time), then the Python suites (kazoo, zkCli.sh, differential against
+# Apache ZooKeeper).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+WORK=$ROOT/tests/.work
+mkdir -p "$WORK"
+
+stage() { printf '\n==== %s (%ss)\n' "$1" "$SECONDS"; }
+
+stage "system packages"
+APT_PACKAGES=(zookeeper zookeeper-bin python3 python3-venv)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+stage "python venv"
+VENV=$WORK/venv
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
+
+stage "build"
+cargo build --locked -p corral
+cargo test --locked --workspace --no-run
+
+stage "rust: unit, storage suite, determinism"
+cargo test --locked -p corral
+
+stage "rust: cross-process tests against the real binary"
+export TEST_CORRAL_BIN=$ROOT/target/debug/corral
+cargo test --locked -p corral-tests -- --test-threads=1
+
+stage "python: kazoo, zkCli.sh, differential against Apache ZooKeeper"
+(cd tests/python && "$VENV/bin/python" -m pytest -q -p no:cacheprovider)
+
+stage "all tests passed"
