@@ -14,13 +14,16 @@
 //! - [`tree`]: the stored form of the znode tree: records, tables, digest;
 //! - [`proto`]: the ZooKeeper wire format, pure bytes-to-types code.
 //!
-//! Beside them: [`config`] (one `Config`, validated once) and [`http`]
-//! (health and metrics). `docs/ARCHITECTURE.md` follows one request through
+//! Beside them: [`config`] (one `Config`, validated once), [`http`]
+//! (health and metrics), and [`client`], the ZooKeeper client that `corral
+//! bench` and the CLI use. `docs/ARCHITECTURE.md` follows one request through
 //! all of them.
 //!
 //! Dependencies point down only: `machine`, `tree` and `proto` know nothing
 //! of tokio, sockets, clocks or Raft.
 
+pub mod bench;
+pub mod client;
 pub mod config;
 pub mod http;
 pub mod machine;

@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run a node: the ZooKeeper client port, the HTTP port, and Raft.
     Serve(ServeArgs),
+    /// Load-test any ZooKeeper-protocol server (Corral or Apache ZooKeeper).
+    Bench(corral::bench::BenchArgs),
 }
 
 /// Flags of `corral serve`. Every configuration key can also come from the
@@ -66,6 +68,11 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Bench(args) => runtime.block_on(async {
+            let r = corral::bench::run(args).await?;
+            print!("{}", corral::bench::summary(&r));
+            Ok(())
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,13 +9,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-APACHE_ZK = ROOT.parent / "shared" / "tools" / "apache-zk.sh"
+sys.path.insert(0, str(ROOT / "tests" / "tools"))
+
+from apache_zookeeper import ApacheZooKeeper  # noqa: E402
 
 # Short timers for tests, as in the Rust harness.
 FAST = {
@@ -117,26 +120,9 @@ def corral_like_apache(tmp_path):
     c.kill9()
 
 
-class ApacheZooKeeper:
-    def __init__(self, workdir):
-        if not APACHE_ZK.exists():
-            raise RuntimeError("%s is missing: the differential tests need it" % APACHE_ZK)
-        self.dir = Path(workdir) / "apache-zk"
-        self.port = free_port()
-        subprocess.run(["bash", str(APACHE_ZK), "standalone", str(self.dir), str(self.port)], check=True,
-                       stdout=subprocess.DEVNULL)
-
-    @property
-    def hosts(self):
-        return "127.0.0.1:%d" % self.port
-
-    def stop(self):
-        subprocess.run(["bash", str(APACHE_ZK), "stop", str(self.dir)], check=False)
-
-
 @pytest.fixture
 def apache_zk(tmp_path):
-    z = ApacheZooKeeper(tmp_path)
+    z = ApacheZooKeeper.standalone(tmp_path / "apache-zk", free_port())
     yield z
     z.stop()
 

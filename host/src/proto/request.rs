@@ -10,7 +10,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::data::Acl;
-use super::jute::{DecodeError, Reader};
+use bytes::BytesMut;
+
+use super::jute::{DecodeError, JuteWrite, Reader};
 use super::op;
 
 /// `RequestHeader`: the client's transaction id and the opcode.
@@ -268,6 +270,159 @@ fn decode_body(h: RequestHeader, r: &mut Reader<'_>) -> Result<Option<Request>, 
     Ok(Some(req))
 }
 
+impl CreateRequest {
+    fn encode(&self, opcode: i32, b: &mut BytesMut) {
+        b.write_string(&self.path);
+        b.write_buffer(self.data.as_deref());
+        Acl::encode_list(&self.acl, b);
+        b.write_i32(self.flags);
+        if opcode == op::CREATE_TTL {
+            b.write_i64(self.ttl.unwrap_or(0));
+        }
+    }
+}
+
+fn encode_multi_header(b: &mut BytesMut, kind: i32, done: bool) {
+    b.write_i32(kind);
+    b.write_bool(done);
+    b.write_i32(-1);
+}
+
+impl Request {
+    /// The opcode this request is sent with.
+    pub fn opcode(&self) -> i32 {
+        match self {
+            Request::Create { opcode, .. } => *opcode,
+            Request::Delete { .. } => op::DELETE,
+            Request::Exists { .. } => op::EXISTS,
+            Request::GetData { .. } => op::GET_DATA,
+            Request::SetData { .. } => op::SET_DATA,
+            Request::GetAcl { .. } => op::GET_ACL,
+            Request::SetAcl { .. } => op::SET_ACL,
+            Request::GetChildren { .. } => op::GET_CHILDREN,
+            Request::GetChildren2 { .. } => op::GET_CHILDREN2,
+            Request::Sync { .. } => op::SYNC,
+            Request::Ping => op::PING,
+            Request::Check { .. } => op::CHECK,
+            Request::Multi(_) => op::MULTI,
+            Request::MultiRead(_) => op::MULTI_READ,
+            Request::Reconfig { .. } => op::RECONFIG,
+            Request::CheckWatches { .. } => op::CHECK_WATCHES,
+            Request::RemoveWatches { .. } => op::REMOVE_WATCHES,
+            Request::DeleteContainer { .. } => op::DELETE_CONTAINER,
+            Request::Auth { .. } => op::AUTH,
+            Request::SetWatches(w) if w.persistent.is_empty() && w.persistent_recursive.is_empty() => op::SET_WATCHES,
+            Request::SetWatches(_) => op::SET_WATCHES2,
+            Request::Sasl { .. } => op::SASL,
+            Request::GetEphemerals { .. } => op::GET_EPHEMERALS,
+            Request::GetAllChildrenNumber { .. } => op::GET_ALL_CHILDREN_NUMBER,
+            Request::AddWatch { .. } => op::ADD_WATCH,
+            Request::WhoAmI => op::WHO_AM_I,
+            Request::CloseSession => op::CLOSE_SESSION,
+        }
+    }
+
+    /// Appends the request record (the body after the header): what a
+    /// client sends. `decode_request` reads it back.
+    pub fn encode(&self, b: &mut BytesMut) {
+        match self {
+            Request::Create { opcode, req } => req.encode(*opcode, b),
+            Request::Delete { path, version } | Request::Check { path, version } => {
+                b.write_string(path);
+                b.write_i32(*version);
+            }
+            Request::Exists { path, watch }
+            | Request::GetData { path, watch }
+            | Request::GetChildren { path, watch }
+            | Request::GetChildren2 { path, watch } => {
+                b.write_string(path);
+                b.write_bool(*watch);
+            }
+            Request::SetData { path, data, version } => {
+                b.write_string(path);
+                b.write_buffer(data.as_deref());
+                b.write_i32(*version);
+            }
+            Request::GetAcl { path }
+            | Request::Sync { path }
+            | Request::GetAllChildrenNumber { path }
+            | Request::GetEphemerals { prefix: path } => b.write_string(path),
+            Request::SetAcl { path, acl, version } => {
+                b.write_string(path);
+                Acl::encode_list(acl, b);
+                b.write_i32(*version);
+            }
+            Request::Ping | Request::WhoAmI | Request::CloseSession => {}
+            Request::Multi(ops) => {
+                for o in ops {
+                    match o {
+                        MultiOp::Create { opcode, req } => {
+                            encode_multi_header(b, *opcode, false);
+                            req.encode(*opcode, b);
+                        }
+                        MultiOp::Delete { path, version } | MultiOp::Check { path, version } => {
+                            let kind = if matches!(o, MultiOp::Delete { .. }) { op::DELETE } else { op::CHECK };
+                            encode_multi_header(b, kind, false);
+                            b.write_string(path);
+                            b.write_i32(*version);
+                        }
+                        MultiOp::SetData { path, data, version } => {
+                            encode_multi_header(b, op::SET_DATA, false);
+                            b.write_string(path);
+                            b.write_buffer(data.as_deref());
+                            b.write_i32(*version);
+                        }
+                    }
+                }
+                encode_multi_header(b, -1, true);
+            }
+            Request::MultiRead(ops) => {
+                for o in ops {
+                    let (kind, path) = match o {
+                        ReadOp::GetData { path } => (op::GET_DATA, path),
+                        ReadOp::GetChildren { path } => (op::GET_CHILDREN, path),
+                    };
+                    encode_multi_header(b, kind, false);
+                    b.write_string(path);
+                    b.write_bool(false);
+                }
+                encode_multi_header(b, -1, true);
+            }
+            Request::Reconfig { joining, leaving, new_members, config_id } => {
+                for s in [joining, leaving, new_members] {
+                    b.write_buffer(s.as_deref().map(str::as_bytes));
+                }
+                b.write_i64(*config_id);
+            }
+            Request::CheckWatches { path, watcher_type } | Request::RemoveWatches { path, watcher_type } => {
+                b.write_string(path);
+                b.write_i32(*watcher_type);
+            }
+            Request::DeleteContainer { path } => b.write_buffer(Some(path.as_bytes())),
+            Request::Auth { scheme, auth } => {
+                b.write_i32(0);
+                b.write_string(scheme);
+                b.write_buffer(Some(auth));
+            }
+            Request::SetWatches(w) => {
+                b.write_i64(w.relative_zxid);
+                b.write_strings(&w.data);
+                b.write_strings(&w.exist);
+                b.write_strings(&w.child);
+                if self.opcode() == op::SET_WATCHES2 {
+                    b.write_strings(&w.persistent);
+                    b.write_strings(&w.persistent_recursive);
+                }
+            }
+            Request::Sasl { token } => b.write_buffer(Some(token)),
+            Request::AddWatch { path, mode } => {
+                b.write_string(path);
+                b.write_i32(*mode);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::BytesMut;
@@ -335,7 +490,45 @@ mod tests {
         assert!(matches!(decode_request(&[0, 0]), Err(RequestError::Header(_))));
     }
 
+    fn arb_string() -> impl Strategy<Value = String> {
+        "[a-z/]{0,12}"
+    }
+
+    fn arb_create() -> impl Strategy<Value = CreateRequest> {
+        (arb_string(), prop::option::of(prop::collection::vec(any::<u8>(), 0..8)), 0..7i32)
+            .prop_map(|(path, data, flags)| CreateRequest { path, data, acl: Acl::open(), flags, ttl: None })
+    }
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        prop_oneof![
+            arb_create().prop_map(|req| Request::Create { opcode: op::CREATE2, req }),
+            (arb_string(), any::<i32>()).prop_map(|(path, version)| Request::Delete { path, version }),
+            (arb_string(), any::<bool>()).prop_map(|(path, watch)| Request::GetData { path, watch }),
+            (arb_string(), any::<i32>()).prop_map(|(path, version)| Request::SetData { path, data: None, version }),
+            prop::collection::vec(
+                prop_oneof![
+                    arb_create().prop_map(|req| MultiOp::Create { opcode: op::CREATE, req }),
+                    (arb_string(), any::<i32>()).prop_map(|(path, version)| MultiOp::Check { path, version }),
+                ],
+                0..4
+            )
+            .prop_map(Request::Multi),
+            Just(Request::Ping),
+            (arb_string(), 0..2i32).prop_map(|(path, mode)| Request::AddWatch { path, mode }),
+        ]
+    }
+
     proptest! {
+        /// What a client encodes, the server decodes back to the same request.
+        #[test]
+        fn encode_decode_round_trip(req in arb_request(), xid in any::<i32>()) {
+            let mut f = frame(xid, req.opcode(), |_| {});
+            req.encode(&mut f);
+            let (h, back) = decode_request(&f).unwrap();
+            prop_assert_eq!(h, RequestHeader { xid, opcode: req.opcode() });
+            prop_assert_eq!(back, req);
+        }
+
         /// The decoder never panics, whatever the bytes.
         #[test]
         fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {

@@ -7,7 +7,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::data::{Acl, Stat};
-use super::jute::JuteWrite;
+use super::jute::{DecodeError, JuteWrite, Reader};
 use super::op;
 
 /// One result inside a `multi` reply.
@@ -165,6 +165,55 @@ impl Response {
     }
 }
 
+impl Response {
+    /// Reads the body of a successful reply to `opcode`: what a client does.
+    pub fn decode(opcode: i32, body: &[u8]) -> Result<Response, DecodeError> {
+        let mut r = Reader::new(body);
+        let resp = match opcode {
+            op::CREATE => Response::Create { path: r.string()? },
+            op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => {
+                Response::Create2 { path: r.string()?, stat: Stat::decode(&mut r)? }
+            }
+            op::EXISTS | op::SET_DATA | op::SET_ACL => Response::Stat(Stat::decode(&mut r)?),
+            op::GET_DATA => Response::Data { data: r.buffer()?.map(<[u8]>::to_vec), stat: Stat::decode(&mut r)? },
+            op::GET_ACL => Response::Acl { acl: Acl::decode_list(&mut r)?, stat: Stat::decode(&mut r)? },
+            op::GET_CHILDREN => Response::Children { children: r.strings()? },
+            op::GET_CHILDREN2 => Response::Children2 { children: r.strings()?, stat: Stat::decode(&mut r)? },
+            op::SYNC => Response::Path(r.string()?),
+            op::GET_EPHEMERALS => Response::Strings(r.strings()?),
+            op::GET_ALL_CHILDREN_NUMBER | op::ADD_WATCH => Response::Int(r.i32()?),
+            op::WHO_AM_I => Response::WhoAmI(r.vector(8, |r| Ok((r.string()?, r.string()?)))?),
+            op::MULTI => {
+                let mut results = Vec::new();
+                loop {
+                    let (kind, done, err) = (r.i32()?, r.bool()?, r.i32()?);
+                    if done {
+                        break;
+                    }
+                    results.push(match kind {
+                        op::CREATE => MultiResult::Create { path: r.string()? },
+                        op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => {
+                            MultiResult::Create2 { path: r.string()?, stat: Stat::decode(&mut r)? }
+                        }
+                        op::DELETE => MultiResult::Delete,
+                        op::SET_DATA => MultiResult::SetData { stat: Stat::decode(&mut r)? },
+                        op::CHECK => MultiResult::Check,
+                        op::ERROR => {
+                            r.i32()?;
+                            MultiResult::Error(err)
+                        }
+                        value => return Err(DecodeError::BadEnum { field: "multi result type", value }),
+                    });
+                }
+                Response::Multi(results)
+            }
+            _ => Response::Empty,
+        };
+        r.finish()?;
+        Ok(resp)
+    }
+}
+
 /// Appends one framed reply: length, `ReplyHeader{xid, zxid, err}`, and the
 /// body when `err == 0`.
 pub fn put_reply(out: &mut BytesMut, xid: i32, zxid: i64, result: Result<&Response, i32>) {
@@ -229,6 +278,22 @@ mod tests {
         let mut b = BytesMut::new();
         put_reply(&mut b, 1, 5, Ok(&Response::Int(0)));
         assert_eq!(b.len(), 4 + 20);
+    }
+
+    #[test]
+    fn replies_decode_back() {
+        let stat = Stat { czxid: 5, num_children: 2, ..Stat::default() };
+        for (opcode, resp) in [
+            (op::CREATE2, Response::Create2 { path: "/a".into(), stat }),
+            (op::GET_DATA, Response::Data { data: None, stat }),
+            (op::GET_CHILDREN2, Response::Children2 { children: vec!["x".into()], stat }),
+            (op::MULTI, Response::Multi(vec![MultiResult::Create { path: "/b".into() }, MultiResult::Error(-101)])),
+            (op::WHO_AM_I, Response::WhoAmI(vec![("ip".into(), "127.0.0.1".into())])),
+        ] {
+            let mut b = BytesMut::new();
+            resp.encode(&mut b);
+            assert_eq!(Response::decode(opcode, &b).unwrap(), resp);
+        }
     }
 
     #[test]
