@@ -33,6 +33,19 @@ def _jar_classpath():
     return ":".join([jar, os.path.join(lib, "slf4j-log4j12.jar"), os.path.join(lib, "log4j-1.2.jar")])
 
 
+def free_base(span=30):
+    """A base port with `span` free ports above it (for an ensemble)."""
+    for base in range(21000, 60000, 100):
+        try:
+            for p in range(base, base + span):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no free port range")
+
+
 def four_letter(port, word, timeout=2.0):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
@@ -52,6 +65,7 @@ class ApacheZooKeeper:
         self.dir = Path(workdir)
         self.ports = ports
         self.procs = []
+        self.launched = []
 
     @property
     def hosts(self):
@@ -71,6 +85,7 @@ class ApacheZooKeeper:
         return "\n".join(lines) + "\n"
 
     def _launch(self, name, cfg, heap):
+        self.launched.append((name, cfg, heap))
         log4j = self.dir / "log4j.properties"
         log4j.write_text(
             "log4j.rootLogger=INFO, CONSOLE\nlog4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender\n"
@@ -124,6 +139,18 @@ class ApacheZooKeeper:
             z._launch("n%d" % i, z.dir / ("n%d" % i) / "zoo.cfg", heap)
         z._wait(["leader", "follower"])
         return z
+
+    def kill9(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+        self.procs = []
+
+    def relaunch(self):
+        """Starts the same servers again, on the same data; does not wait."""
+        launched, self.launched = self.launched, []
+        for name, cfg, heap in launched:
+            self._launch(name, cfg, heap)
 
     def stop(self):
         for p in self.procs:

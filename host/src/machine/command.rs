@@ -89,6 +89,7 @@ pub enum Write {
     },
     SetData {
         path: String,
+        #[serde(with = "serde_bytes")]
         data: Option<Vec<u8>>,
         version: i32,
     },

@@ -27,6 +27,7 @@ pub struct RequestHeader {
 pub struct CreateRequest {
     pub path: String,
     /// `None` is a null buffer, distinct from empty data.
+    #[serde(with = "serde_bytes")]
     pub data: Option<Vec<u8>>,
     pub acl: Vec<Acl>,
     pub flags: i32,
@@ -48,6 +49,7 @@ pub enum MultiOp {
     },
     SetData {
         path: String,
+        #[serde(with = "serde_bytes")]
         data: Option<Vec<u8>>,
         version: i32,
     },

@@ -56,6 +56,7 @@ pub struct Node {
     pub pzxid: i64,
     pub acl: Vec<Acl>,
     /// `None` is null data, distinct from empty data.
+    #[serde(with = "serde_bytes")]
     pub data: Option<Vec<u8>>,
 }
 

@@ -1,0 +1,441 @@
+"""Runs the same workloads against Corral and Apache ZooKeeper 3.8, interleaved,
+and writes a Markdown report with ratios and plots.
+
+Every figure is measured with the same client (`corral bench`, plus
+ZooKeeper's own C `load_gen` as a second, independent client), against
+servers that all fsync their logs, with the disk's fsync rate probed beside
+the results. Ratios are Corral / ZooKeeper: above 1 is better for
+throughput, below 1 is better for latency, memory and restart time.
+
+Started by bench/compare.sh, which installs what this needs.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "tools"))
+from apache_zookeeper import ApacheZooKeeper, free_base  # noqa: E402
+
+CORRAL = ROOT / "target" / "release" / "corral"
+LOAD_GEN = "/usr/lib/zookeeper/bin/load_gen"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log(msg):
+    print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), flush=True)
+
+
+def fsync_probe(directory, seconds=3.0):
+    """4 KiB appends, each followed by fdatasync: the disk's durable-write rate."""
+    path = os.path.join(directory, "fsync-probe.bin")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    buf = os.urandom(4096)
+    lat = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        os.write(fd, buf)
+        os.fdatasync(fd)
+        lat.append(time.perf_counter() - t)
+    os.close(fd)
+    os.unlink(path)
+    lat.sort()
+    return {"per_sec": round(len(lat) / sum(lat)), "p50_ms": round(lat[len(lat) // 2] * 1e3, 3)}
+
+
+def rss_mb(pids):
+    total = 0
+    for pid in pids:
+        with open("/proc/%d/status" % pid) as f:
+            total += int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+    return round(total / 1024, 1)
+
+
+class Corral:
+    """A release `corral serve` on fresh ports and a fresh data dir."""
+
+    def __init__(self, workdir, port=None):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.http = free_port()
+        self.proc = None
+        self.start()
+
+    @property
+    def hosts(self):
+        return "127.0.0.1:%d" % self.port
+
+    def start(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+        env.update(CORRAL_MAX_CONNECTIONS_PER_IP="0", CORRAL_EXTENDED_TYPES="true", RUST_LOG="warn")
+        cmd = [str(CORRAL), "serve", "--data-dir", str(self.dir / "data"), "--client-addr", self.hosts,
+               "--http-addr", "127.0.0.1:%d" % self.http]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=open(self.dir / "log", "ab"))
+        while b"serving ZooKeeper clients" not in self.proc.stdout.readline():
+            if self.proc.poll() is not None:
+                raise RuntimeError("corral did not start; see %s/log" % self.dir)
+
+    def pids(self):
+        return [self.proc.pid]
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=30)
+
+
+def bench(hosts, label, **kw):
+    """One `corral bench` run; returns its JSON result."""
+    out = tempfile.mktemp(suffix=".json")
+    cmd = [str(CORRAL), "bench", "--servers", hosts, "--json", out, "--quiet", "--label", label]
+    for k, v in kw.items():
+        cmd += ["--" + k.replace("_", "-"), str(v)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError("bench failed: %s\n%s" % (" ".join(cmd), p.stderr))
+    with open(out) as f:
+        r = json.load(f)
+    os.unlink(out)
+    errors = sum(r["errors"].values())
+    log("  %-28s %-12s %10.0f ops/s  p50 %7.3f  p99 %7.3f ms%s" % (
+        label, hosts.split(",")[0], r["ops_per_sec"], r["latency"]["p50"], r["latency"]["p99"],
+        "  errors %d" % errors if errors else ""))
+    return r
+
+
+def load_gen(hosts, path, children, seconds):
+    """ZooKeeper's C load generator: rates of its create/set/get/delete phases."""
+    p = subprocess.run(["timeout", str(seconds), LOAD_GEN, hosts, path, str(children)], capture_output=True,
+                       text=True)
+    stamps = []
+    for line in (p.stdout + p.stderr).splitlines():
+        m = re.match(r"(\d+-\d+-\d+ \d+:\d+:\d+,\d+).*(Creating children|Starting the write cycle|"
+                     r"Starting the read cycle|Starting the delete cycle)", line)
+        if m:
+            t = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            stamps.append((t, m.group(2)))
+    names = {"Creating children": "create", "Starting the write cycle": "set", "Starting the read cycle": "get",
+             "Starting the delete cycle": "delete"}
+    rates = {v: [] for v in names.values()}
+    for (t0, what), (t1, _) in zip(stamps, stamps[1:]):
+        if t1 > t0:
+            rates[names[what]].append(children / (t1 - t0))
+    return {k: round(statistics.median(v)) for k, v in rates.items() if v}
+
+
+def _recv_exact(s, n):
+    out = b""
+    while len(out) < n:
+        chunk = s.recv(n - len(out))
+        if not chunk:
+            raise OSError("closed")
+        out += chunk
+    return out
+
+
+def first_read_after_restart(start, hosts, path):
+    """Seconds from launching a server to its first successful getData."""
+    host, port = hosts.split(",")[0].split(":")
+    t0 = time.perf_counter()
+    start()
+    req = struct.pack(">ii", 1, 4) + struct.pack(">i", len(path)) + path.encode() + b"\0"
+    while time.perf_counter() - t0 < 300:
+        try:
+            with socket.create_connection((host, int(port)), timeout=5) as s:
+                s.sendall(struct.pack(">i", 45) + struct.pack(">iqiqi", 0, 0, 30000, 0, 16) + b"\0" * 17)
+                n = struct.unpack(">i", _recv_exact(s, 4))[0]
+                _recv_exact(s, n)
+                s.sendall(struct.pack(">i", len(req)) + req)
+                head = _recv_exact(s, 20)
+                if struct.unpack(">iiqi", head)[3] == 0:
+                    return round(time.perf_counter() - t0, 2)
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError("no successful read within 300 s")
+
+
+def machine():
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        m = re.search(r"model name\s*:\s*(.*)", f.read())
+        cpu = m.group(1) if m else "?"
+    with open("/proc/meminfo") as f:
+        mem = int(re.search(r"MemTotal:\s+(\d+)", f.read()).group(1)) // 1024 // 1024
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    return {"cpus": os.cpu_count(), "cpu": cpu, "ram_gib": mem, "kernel": platform.release(), "rustc": rustc,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="short durations: a smoke run of every step")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "performance.md"))
+    opts = ap.parse_args()
+    q = opts.quick
+    warmup, duration = (0.5, 1.5) if q else (2, 8)
+    work = Path(tempfile.mkdtemp(prefix="corral-compare-"))
+    results = {"machine": machine(), "quick": q, "fsync": [], "runs": [], "rss": {}, "restart": {},
+               "load_gen": {}}
+
+    def probe(when):
+        f = fsync_probe(str(work))
+        f["when"] = when
+        results["fsync"].append(f)
+        log("fsync probe (%s): %d/s, p50 %.3f ms" % (when, f["per_sec"], f["p50_ms"]))
+
+    probe("start")
+    log("starting servers")
+    servers = {
+        "corral-1": Corral(work / "corral-1"),
+        "zookeeper-1": ApacheZooKeeper.standalone(work / "zk-1", free_port()),
+        "zookeeper-3": ApacheZooKeeper.ensemble(work / "zk-3", free_base()),
+    }
+    try:
+        def run_all(tag, **kw):
+            for name, s in servers.items():
+                r = bench(s.hosts, "%s %s" % (name, tag), warmup=warmup, duration=duration,
+                          prefix="/b-%s" % re.sub(r"[^a-z0-9]", "-", tag), **kw)
+                r["server"], r["tag"] = name, tag
+                results["runs"].append(r)
+
+        log("read/write mixes by session count")
+        for sessions in (1, 16, 256):
+            for mix, pct in (("read-heavy", 90), ("write-heavy", 10)):
+                run_all("%s %d sessions" % (mix, sessions), workload="mixed", read_pct=pct, sessions=sessions,
+                        inflight=8, keys=10000)
+        probe("after the mixes")
+        log("throughput against the percentage of reads (the ZooKeeper paper's Figure 5)")
+        for pct in (0, 20, 40, 60, 80, 90, 100):
+            run_all("reads %d%%" % pct, workload="mixed", read_pct=pct, sessions=16, inflight=8, keys=10000)
+        probe("after the sweep")
+        log("single operations, 16 sessions")
+        for wl in ("create", "set", "get", "exists", "multi"):
+            run_all(wl, workload=wl, sessions=16, inflight=8, keys=10000)
+        run_all("children", workload="children", sessions=16, inflight=8, keys=50)
+        run_all("churn", workload="churn", sessions=16)
+        run_all("watch fan-out", workload="watch", watchers=100 if q else 1000, rounds=5 if q else 10)
+        probe("after single operations")
+        log("load_gen (ZooKeeper's C client)")
+        for name, s in servers.items():
+            results["load_gen"][name] = load_gen(s.hosts, "/lg", 500 if q else 2000, 8 if q else 20)
+            log("  %s: %s" % (name, results["load_gen"][name]))
+    finally:
+        for s in servers.values():
+            s.stop() if isinstance(s, ApacheZooKeeper) else s.kill9()
+
+    log("memory: RSS with 100,000 znodes of 1 KiB")
+    n = 10000 if q else 100000
+    for name, make in (("corral-1", lambda d: Corral(d)),
+                       ("zookeeper-1", lambda d: ApacheZooKeeper.standalone(d, free_port()))):
+        s = make(work / ("rss-" + name))
+        try:
+            bench(s.hosts, "%s load" % name, workload="create", ops=n, value_size=1024, sessions=16, inflight=32,
+                  warmup=0, duration=600, prefix="/rss")
+            time.sleep(2)
+            results["rss"][name] = {"znodes": n, "rss_mb": rss_mb(s.pids())}
+            log("  %s: %.1f MB" % (name, results["rss"][name]["rss_mb"]))
+        finally:
+            s.stop() if isinstance(s, ApacheZooKeeper) else s.kill9()
+
+    log("restart: kill -9, then launch to first served read, with 1,000,000 znodes")
+    n = 50000 if q else 1000000
+    for name in ("corral-1", "zookeeper-1"):
+        d = work / ("restart-" + name)
+        if name == "corral-1":
+            s = Corral(d)
+        else:
+            s = ApacheZooKeeper.standalone(d, free_port(), heap="2g")
+        bench(s.hosts, "%s load" % name, workload="create", ops=n, value_size=64, sessions=16, inflight=64,
+              warmup=0, duration=1200, prefix="/big")
+        if name == "corral-1":
+            s.kill9()
+            secs = first_read_after_restart(s.start, s.hosts, "/big")
+            s.kill9()
+        else:
+            s.kill9()
+            secs = first_read_after_restart(s.relaunch, s.hosts, "/big")
+            s.stop()
+        results["restart"][name] = {"znodes": n, "seconds": secs}
+        log("  %s: first read %.2f s after launch" % (name, secs))
+    probe("end")
+
+    shutil.rmtree(work, ignore_errors=True)
+    write_report(results, Path(opts.out))
+
+
+def by(results, server, tag):
+    for r in results["runs"]:
+        if r["server"] == server and r["tag"] == tag:
+            return r
+    return None
+
+
+def ratio(a, b):
+    return "%.2f×" % (a / b) if a and b else "—"
+
+
+def write_report(results, out):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = out.parent / "perf"
+    figs.mkdir(parents=True, exist_ok=True)
+    (figs / "results.json").write_text(json.dumps(results, indent=1))
+    colors = {"corral-1": "tab:blue", "zookeeper-1": "tab:orange", "zookeeper-3": "tab:green"}
+    servers = sorted({r["server"] for r in results["runs"]})
+
+    pcts = [0, 20, 40, 60, 80, 90, 100]
+    plt.figure(figsize=(7, 4.5))
+    for s in servers:
+        ys = [by(results, s, "reads %d%%" % p)["ops_per_sec"] for p in pcts]
+        plt.plot(pcts, ys, marker="o", label=s, color=colors.get(s))
+    plt.xlabel("percentage of reads")
+    plt.ylabel("operations per second")
+    plt.title("Throughput against read share (16 sessions × 8 in flight, 1 KiB)")
+    plt.grid(alpha=0.3)
+    plt.legend()
+    plt.tight_layout()
+    plt.savefig(figs / "throughput-vs-reads.png", dpi=110)
+    plt.close()
+
+    for tag in ("read-heavy 16 sessions", "write-heavy 16 sessions", "write-heavy 1 sessions"):
+        plt.figure(figsize=(7, 4.5))
+        for s in servers:
+            r = by(results, s, tag)
+            xs, ys = zip(*r["cdf"])
+            plt.plot(xs, ys, label=s, color=colors.get(s))
+        plt.xscale("log")
+        plt.xlabel("latency (ms, log scale)")
+        plt.ylabel("fraction of requests")
+        plt.title("Latency CDF: %s" % tag)
+        plt.grid(alpha=0.3)
+        plt.legend()
+        plt.tight_layout()
+        plt.savefig(figs / ("cdf-%s.png" % tag.replace(" ", "-")), dpi=110)
+        plt.close()
+
+    m = results["machine"]
+    L = []
+    L.append("# Performance: Corral against Apache ZooKeeper 3.8\n")
+    L.append("Measured side by side on one machine, with the same client, interleaved: every workload runs "
+             "against each server in turn before the next workload starts, so drifts in the disk's speed hit "
+             "both. All servers fsync their logs. Ratios are Corral ÷ ZooKeeper: above 1 is better for "
+             "throughput, below 1 is better for latency, memory and restart time.\n")
+    L.append("Reproduce with `bench/compare.sh` (about 15 minutes; `--quick` for a smoke run).%s\n"
+             % (" **This report is from a `--quick` run: durations were cut short.**" if results["quick"] else ""))
+    L.append("## Machine\n")
+    L.append("| | |\n|---|---|")
+    L.append("| date | %s |" % m["date"])
+    L.append("| CPU | %d × %s |" % (m["cpus"], m["cpu"]))
+    L.append("| RAM | %d GiB |" % m["ram_gib"])
+    L.append("| kernel | %s |" % m["kernel"])
+    L.append("| compiler | %s |" % m["rustc"])
+    L.append("| disk: 4 KiB append + fdatasync | %s |\n" % ", ".join(
+        "%d/s (p50 %.2f ms, %s)" % (f["per_sec"], f["p50_ms"], f["when"]) for f in results["fsync"]))
+    L.append("The client is `corral bench` (Rust, pipelined); it shares the 2 cores with the servers, so at "
+             "high session counts the client is part of what is measured, for both servers alike. ZooKeeper "
+             "runs as Debian's 3.8.0 with `-Xmx512m` (2 GiB for the 1M-znode restart), tickTime 2000, "
+             "forceSync on. Corral is the release build with its defaults.\n")
+
+    L.append("## Read/write mixes (1 KiB values, 10,000 keys, 8 requests in flight per session)\n")
+    L.append("| mix | sessions | Corral 1 node ops/s | ZooKeeper 1 node | ratio | ZooKeeper 3 nodes | Corral p99 ms | "
+             "ZooKeeper 1 node p99 | ratio |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    for sessions in (1, 16, 256):
+        for mix in ("read-heavy", "write-heavy"):
+            tag = "%s %d sessions" % (mix, sessions)
+            c, z, z3 = by(results, "corral-1", tag), by(results, "zookeeper-1", tag), by(results, "zookeeper-3", tag)
+            L.append("| %s | %d | %.0f | %.0f | %s | %.0f | %.2f | %.2f | %s |" % (
+                mix, sessions, c["ops_per_sec"], z["ops_per_sec"], ratio(c["ops_per_sec"], z["ops_per_sec"]),
+                z3["ops_per_sec"], c["latency"]["p99"], z["latency"]["p99"],
+                ratio(c["latency"]["p99"], z["latency"]["p99"])))
+    L.append("\nCorral on 3 nodes arrives with the cluster (issue 7); the 3-node ZooKeeper column is the "
+             "reference it will be compared with.\n")
+
+    L.append("## Throughput against the share of reads\n")
+    L.append("As in Figure 5 of the ZooKeeper paper (Hunt et al., USENIX ATC 2010), at 16 sessions × 8 in flight.\n")
+    L.append("![throughput against reads](perf/throughput-vs-reads.png)\n")
+    L.append("| reads | " + " | ".join(servers) + " | Corral ÷ ZooKeeper 1 node |")
+    L.append("|---|" + "---|" * (len(servers) + 1))
+    for p in pcts:
+        rs = {s: by(results, s, "reads %d%%" % p)["ops_per_sec"] for s in servers}
+        L.append("| %d%% | %s | %s |" % (p, " | ".join("%.0f" % rs[s] for s in servers),
+                                       ratio(rs["corral-1"], rs["zookeeper-1"])))
+
+    L.append("\n## Latency distributions\n")
+    for tag in ("read-heavy 16 sessions", "write-heavy 16 sessions", "write-heavy 1 sessions"):
+        L.append("![%s](perf/cdf-%s.png)\n" % (tag, tag.replace(" ", "-")))
+
+    L.append("## Single operations (16 sessions × 8 in flight)\n")
+    L.append("| operation | Corral ops/s | ZooKeeper 1 node | ratio | ZooKeeper 3 nodes | Corral p99 ms | ZooKeeper p99 |")
+    L.append("|---|---|---|---|---|---|---|")
+    for wl in ("create", "set", "get", "exists", "children", "multi", "churn"):
+        c, z, z3 = by(results, "corral-1", wl), by(results, "zookeeper-1", wl), by(results, "zookeeper-3", wl)
+        L.append("| %s | %.0f | %.0f | %s | %.0f | %.2f | %.2f |" % (
+            wl, c["ops_per_sec"], z["ops_per_sec"], ratio(c["ops_per_sec"], z["ops_per_sec"]), z3["ops_per_sec"],
+            c["latency"]["p99"], z["latency"]["p99"]))
+    L.append("\n`children` lists a node with 50 children; `multi` is a check and two setData; `churn` is one "
+             "cycle of open session, create an ephemeral, close session.\n")
+
+    L.append("## Watch fan-out\n")
+    L.append("One setData, every watcher holding a data watch on the node; latency from the write's send to "
+             "each watcher's receipt of the event.\n")
+    L.append("| server | watchers | delivery p50 ms | p99 | last watcher notified, median ms | worst |")
+    L.append("|---|---|---|---|---|---|")
+    for s in servers:
+        r = by(results, s, "watch fan-out")
+        L.append("| %s | %d | %.2f | %.2f | %.2f | %.2f |" % (
+            s, r["args"]["watchers"], r["delivery"]["p50"], r["delivery"]["p99"], r["fanout_complete"]["p50"],
+            r["fanout_complete"]["max"]))
+
+    L.append("\n## ZooKeeper's own load generator\n")
+    L.append("`load_gen` (C client, Debian `zookeeper-bin`) loops create, set, get and delete over 2,000 children "
+             "with a pipelined asynchronous client; rates are the median over its cycles.\n")
+    L.append("| phase | " + " | ".join(servers) + " | Corral ÷ ZooKeeper 1 node |")
+    L.append("|---|" + "---|" * (len(servers) + 1))
+    for phase in ("create", "set", "get", "delete"):
+        vals = {s: results["load_gen"].get(s, {}).get(phase) for s in servers}
+        L.append("| %s | %s | %s |" % (phase, " | ".join("%s" % (vals[s] or "—") for s in servers),
+                                      ratio(vals.get("corral-1"), vals.get("zookeeper-1"))))
+
+    L.append("\n## Memory and restart\n")
+    c, z = results["rss"]["corral-1"], results["rss"]["zookeeper-1"]
+    L.append("| figure | Corral | ZooKeeper | ratio |\n|---|---|---|---|")
+    L.append("| RSS after %d znodes of 1 KiB | %.1f MB | %.1f MB | %s |" % (
+        c["znodes"], c["rss_mb"], z["rss_mb"], ratio(c["rss_mb"], z["rss_mb"])))
+    c, z = results["restart"]["corral-1"], results["restart"]["zookeeper-1"]
+    L.append("| kill -9, launch to first served read, %d znodes of 64 B | %.2f s | %.2f s | %s |\n" % (
+        c["znodes"], c["seconds"], z["seconds"], ratio(c["seconds"], z["seconds"])))
+    L.append("Raw results: [perf/results.json](perf/results.json).\n")
+    out.write_text("\n".join(L))
+    log("wrote %s" % out)
+
+
+if __name__ == "__main__":
+    main()
