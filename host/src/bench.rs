@@ -112,7 +112,7 @@ pub struct BenchArgs {
     pub session_timeout_ms: i32,
     /// Write the result here as JSON.
     #[arg(long)]
-    pub json: Option<PathBuf>,
+    pub json_out: Option<PathBuf>,
     /// A name for this run in the result.
     #[arg(long)]
     pub label: Option<String>,
@@ -260,7 +260,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchResult, BenchError> {
         _ => load(&args, false).await?,
     };
     result.started_unix_ms = started_unix_ms;
-    if let Some(path) = &args.json {
+    if let Some(path) = &args.json_out {
         let text = serde_json::to_string_pretty(&result).expect("results serialize");
         std::fs::write(path, text).map_err(|err| BenchError::Output { path: path.clone(), err })?;
     }

@@ -80,6 +80,14 @@ pub struct Config {
     pub log_cache_bytes: u64,
     /// Longest time between durable commits of the applied state.
     pub state_sync_interval_ms: u64,
+    /// Entries whose watch events are kept, so that the admin API's event
+    /// stream can resume from a past zxid.
+    pub event_history_entries: u64,
+    /// Largest admin API request body.
+    pub http_max_body_bytes: u32,
+    /// Serve `/metrics` without a token (for a Prometheus scraper on a
+    /// trusted network). Off by default: every route but health needs one.
+    pub http_metrics_public: bool,
 }
 
 impl Default for Config {
@@ -111,6 +119,9 @@ impl Default for Config {
             state_cache_bytes: 32 << 20,
             log_cache_bytes: 8 << 20,
             state_sync_interval_ms: 1000,
+            event_history_entries: 100_000,
+            http_max_body_bytes: 4 << 20,
+            http_metrics_public: false,
         }
     }
 }
@@ -135,8 +146,9 @@ impl Config {
             }
             fig = fig.merge(Toml::file(f));
         }
-        let config: Config =
-            fig.merge(Env::prefixed("CORRAL_")).merge(Serialized::globals(flags)).extract().map_err(Box::new)?;
+        // CORRAL_CONFIG names the file; CORRAL_API_* belong to the CLI.
+        let env = Env::prefixed("CORRAL_").ignore(&["config", "api_url", "api_token"]);
+        let config: Config = fig.merge(env).merge(Serialized::globals(flags)).extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)
     }

@@ -23,6 +23,7 @@
 //! of tokio, sockets, clocks or Raft.
 
 pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod http;

@@ -10,10 +10,17 @@ use corral::config::Config;
 use corral::server::Node;
 
 #[derive(Parser)]
-#[command(name = "corral", version, about = "A programmable coordination server that speaks ZooKeeper's protocol")]
+#[command(
+    name = "corral",
+    version,
+    about = "A programmable coordination server that speaks ZooKeeper's protocol",
+    after_help = "Exit codes: 0 success, 1 failure, 2 bad usage, 3 not found, 4 conflict, 5 not allowed, 6 unreachable."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    target: corral::cli::Target,
 }
 
 #[derive(Subcommand)]
@@ -22,6 +29,18 @@ enum Command {
     Serve(ServeArgs),
     /// Load-test any ZooKeeper-protocol server (Corral or Apache ZooKeeper).
     Bench(corral::bench::BenchArgs),
+    #[command(flatten)]
+    Tree(corral::cli::TreeCommand),
+    /// Admin API tokens.
+    Token {
+        #[command(subcommand)]
+        cmd: corral::cli::TokenCommand,
+    },
+    /// The cluster's state.
+    Cluster {
+        #[command(subcommand)]
+        cmd: corral::cli::ClusterCommand,
+    },
 }
 
 /// Flags of `corral serve`. Every configuration key can also come from the
@@ -73,12 +92,25 @@ fn main() -> ExitCode {
             print!("{}", corral::bench::summary(&r));
             Ok(())
         }),
+        Command::Tree(cmd) => return exit(runtime.block_on(corral::cli::tree(cli.target, cmd))),
+        Command::Token { cmd } => return exit(corral::cli::token(cli.target, cmd)),
+        Command::Cluster { cmd } => return exit(corral::cli::cluster(cli.target, cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("corral: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn exit(r: Result<(), corral::cli::CliError>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corral: {e}");
+            ExitCode::from(e.code)
         }
     }
 }
@@ -94,7 +126,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let http_local = http.local_addr()?;
     let router = corral::http::router(node.shared.clone(), prometheus);
     let http_task = tokio::spawn(async move { axum::serve(http, router).await });
-    node.recover().await?;
+    if let Some(token) = node.recover().await? {
+        println!("corral: initialized a new cluster; its admin token (shown only now, store it):");
+        println!("corral: admin token: {token}");
+    }
     let client = node.serve().await?;
     println!("corral: serving ZooKeeper clients on {client}, HTTP on http://{http_local}");
     wait_for_signal().await;

@@ -55,7 +55,7 @@ fn arb_multi_op() -> impl Strategy<Value = MultiOp> {
 
 fn arb_write() -> impl Strategy<Value = Write> {
     prop_oneof![
-        3 => arb_create().prop_map(Write::Create),
+        3 => arb_create().prop_map(|req| Write::Create { opcode: 15, req }),
         2 => (arb_path(), -1..2i32).prop_map(|(path, version)| Write::Delete { path, version }),
         2 => (arb_path(), arb_data(), -1..2i32).prop_map(|(path, data, version)| Write::SetData { path, data, version }),
         1 => (arb_path(), -1..2i32).prop_map(|(path, version)| Write::SetAcl { path, acl: Acl::open(), version }),
@@ -68,12 +68,12 @@ fn arb_op() -> impl Strategy<Value = Op> {
     let session = prop::sample::select(vec![session_id(1, 2), session_id(1, 3), 0]);
     prop_oneof![
         8 => (session.clone(), arb_write()).prop_map(|(session, write)| Op::Write {
-            session,
-            identity: Identity { ids: vec![Id::new("ip", "127.0.0.1")] },
+            session: (session != 0).then_some(session),
+            identity: Identity { ids: vec![Id::new("ip", "127.0.0.1")], token: None },
             write
         }),
         1 => session.clone().prop_map(|session| Op::ExpireSession { session }),
-        1 => Just(Op::CreateSession { timeout_ms: 5000 }),
+        1 => Just(Op::CreateSession { timeout_ms: 5000, http: false }),
     ]
 }
 
@@ -86,29 +86,32 @@ fn log(ops: Vec<(Op, i64)>) -> Vec<Command> {
         superuser_digest: None,
     };
     let mut cmds = vec![
-        Command { time_ms: 1000, origin: None, op: Op::Init { config, secret: [7; 32] } },
+        Command { time_ms: 1000, origin: None, op: Op::Init { config, secret: [7; 32], admin_token: [9; 32] } },
         Command {
             time_ms: 1001,
             origin: Some(Origin { node: 1, conn: 1, xid: 0 }),
-            op: Op::CreateSession { timeout_ms: 5000 },
+            op: Op::CreateSession { timeout_ms: 5000, http: false },
         },
         Command {
             time_ms: 1002,
             origin: Some(Origin { node: 1, conn: 2, xid: 0 }),
-            op: Op::CreateSession { timeout_ms: 9000 },
+            op: Op::CreateSession { timeout_ms: 9000, http: false },
         },
     ];
     for (i, (op, dt)) in ops.into_iter().enumerate() {
         // Writes come from the owner of session 2 (conn 1) or 3 (conn 2).
-        let conn = if matches!(op, Op::Write { session, .. } if session == session_id(1, 3)) { 2 } else { 1 };
+        let conn = if matches!(op, Op::Write { session: Some(s), .. } if s == session_id(1, 3)) { 2 } else { 1 };
         cmds.push(Command { time_ms: 1000 + dt, origin: Some(Origin { node: 1, conn, xid: i as i32 + 1 }), op });
     }
     cmds
 }
 
 fn open(dir: &std::path::Path, name: &str) -> StateDb {
-    StateDb::open(&dir.join(name), StateOptions { cache_bytes: 1 << 20, sync_interval: Duration::from_secs(60) })
-        .expect("state opens")
+    StateDb::open(
+        &dir.join(name),
+        StateOptions { cache_bytes: 1 << 20, sync_interval: Duration::from_secs(60), event_history: 1000 },
+    )
+    .expect("state opens")
 }
 
 /// Applies `cmds` (entry i at index i+1) in batches cut at `cuts`.
@@ -179,15 +182,18 @@ fn corrupt_snapshots_are_refused_and_change_nothing() {
     let a = open(dir.path(), "a");
     let cmds = log(vec![(
         Op::Write {
-            session: session_id(1, 2),
+            session: Some(session_id(1, 2)),
             identity: Identity::default(),
-            write: Write::Create(CreateRequest {
-                path: "/x".into(),
-                data: Some(b"1".to_vec()),
-                acl: Acl::open(),
-                flags: 0,
-                ttl: None,
-            }),
+            write: Write::Create {
+                opcode: 15,
+                req: CreateRequest {
+                    path: "/x".into(),
+                    data: Some(b"1".to_vec()),
+                    acl: Acl::open(),
+                    flags: 0,
+                    ttl: None,
+                },
+            },
         },
         5,
     )]);

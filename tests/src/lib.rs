@@ -46,6 +46,8 @@ pub struct Corral {
     pub dir: PathBuf,
     pub client: SocketAddr,
     pub http: SocketAddr,
+    /// The bootstrap admin token, printed once when the cluster was created.
+    pub admin_token: Option<String>,
     settings: Vec<(String, String)>,
 }
 
@@ -68,6 +70,7 @@ impl Corral {
             dir: dir.to_path_buf(),
             client: client.parse().unwrap(),
             http: http.parse().unwrap(),
+            admin_token: None,
             settings,
         };
         c.launch();
@@ -96,6 +99,9 @@ impl Corral {
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) if line.contains("serving ZooKeeper clients") => break,
+                Ok(line) if line.starts_with("corral: admin token: ") => {
+                    self.admin_token = Some(line["corral: admin token: ".len()..].trim().to_owned());
+                }
                 Ok(_) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if let Ok(Some(status)) = child.try_wait() {
@@ -159,11 +165,27 @@ impl Corral {
         four_letter(self.client, word)
     }
 
+    /// The admin API's base URL.
+    pub fn api(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// The bootstrap admin token.
+    pub fn token(&self) -> &str {
+        self.admin_token.as_deref().expect("this server created the cluster and printed its token")
+    }
+
     /// GET on the HTTP port: (status, body).
     pub fn http_get(&self, path: &str) -> (u16, String) {
+        self.http_get_as(path, None)
+    }
+
+    /// GET on the HTTP port with a bearer token: (status, body).
+    pub fn http_get_as(&self, path: &str, token: Option<&str>) -> (u16, String) {
         let mut s = TcpStream::connect(self.http).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n{auth}\r\n").unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();
         let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);

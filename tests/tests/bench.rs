@@ -49,7 +49,7 @@ fn short_runs_produce_results() {
         "0.5",
         "--duration",
         "2",
-        "--json",
+        "--json-out",
         json.to_str().unwrap(),
         "--quiet",
     ]);

@@ -271,7 +271,8 @@ fn health_and_metrics() {
     assert_eq!(status, 200, "{body}");
     let mut r = Raw::connect(c.client, 4000);
     r.call(1, CREATE, create("/m", None, 0));
-    let (status, metrics) = c.http_get("/metrics");
+    assert_eq!(c.http_get("/metrics").0, 401, "metrics need a token by default");
+    let (status, metrics) = c.http_get_as("/metrics", Some(c.token()));
     assert_eq!(status, 200);
     for name in [
         "corral_requests_total{op=\"create\"}",

@@ -136,7 +136,7 @@ mod tests {
     use crate::proto::data::perms;
 
     fn who(ids: &[(&str, &str)]) -> Identity {
-        Identity { ids: ids.iter().map(|(s, i)| Id::new(s, i)).collect() }
+        Identity { ids: ids.iter().map(|(s, i)| Id::new(s, i)).collect(), token: None }
     }
 
     #[test]

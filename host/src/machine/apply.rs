@@ -13,15 +13,15 @@ use sha2::{Digest as _, Sha256};
 
 use super::acl;
 use super::command::{ClusterConfig, Command, Identity, Op, Origin, Write};
-use super::{Applied, Meta, Reply, SessionChange, WriteResult};
+use super::{Applied, Event, Meta, Reply, SessionChange, WriteResult};
 use crate::proto::data::{Acl, CreateMode, Id, perms};
 use crate::proto::error::ErrorCode;
 use crate::proto::op;
 use crate::proto::request::{CreateRequest, MultiOp};
 use crate::proto::response::EventType;
 use crate::tree::{
-    self, CONTAINER_OWNER, EPHEMERALS, NODES, Node, Owner, RecordKind, SESSIONS, Session, StoreError, TTL_OWNER_MASK,
-    path,
+    self, CONTAINER_OWNER, EPHEMERALS, NODES, Node, Owner, RecordKind, SESSIONS, Scope, Session, StoreError, TOKENS,
+    TTL_OWNER_MASK, Token, path,
 };
 
 /// Largest TTL ZooKeeper accepts: 2^40 - 1 ms.
@@ -35,6 +35,7 @@ pub struct Tables<'t> {
     pub nodes: Table<'t, &'static [u8], &'static [u8]>,
     pub sessions: Table<'t, u64, &'static [u8]>,
     pub ephemerals: Table<'t, &'static [u8], ()>,
+    pub tokens: Table<'t, &'static str, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -43,7 +44,26 @@ impl<'t> Tables<'t> {
             nodes: txn.open_table(NODES)?,
             sessions: txn.open_table(SESSIONS)?,
             ephemerals: txn.open_table(EPHEMERALS)?,
+            tokens: txn.open_table(TOKENS)?,
         })
+    }
+
+    /// Writes one token, or deletes it, keeping the digest in step.
+    pub fn write_token(&mut self, meta: &mut Meta, id: &str, new: Option<&Token>) -> Result<(), StoreError> {
+        if let Some(v) = self.tokens.get(id)? {
+            meta.digest.remove(RecordKind::Token, id.as_bytes(), v.value());
+        }
+        match new {
+            Some(t) => {
+                let bytes = postcard::to_allocvec(t).expect("a token always encodes");
+                meta.digest.add(RecordKind::Token, id.as_bytes(), &bytes);
+                self.tokens.insert(id, bytes.as_slice())?;
+            }
+            None => {
+                self.tokens.remove(id)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes one node, or deletes it, keeping the ephemeral index and the
@@ -170,7 +190,7 @@ struct Apply<'a, 't> {
     meta: &'a mut Meta,
     index: u64,
     time: i64,
-    events: Vec<(EventType, String)>,
+    events: Vec<Event>,
 }
 
 impl Apply<'_, '_> {
@@ -184,25 +204,33 @@ impl Apply<'_, '_> {
 
     fn command(&mut self, cmd: &Command) -> Result<(Reply, Option<SessionChange>), StoreError> {
         let Some(init) = self.meta.init.clone() else {
-            if let Op::Init { config, secret } = &cmd.op {
+            if let Op::Init { config, secret, admin_token } = &cmd.op {
                 self.meta.init = Some(super::InitState { config: config.clone(), secret: *secret });
                 let bytes = postcard::to_allocvec(config).expect("config encodes");
                 self.meta.digest.add(RecordKind::Config, b"config", &bytes);
+                let token = Token {
+                    id: Token::id_of(admin_token),
+                    hash: *admin_token,
+                    name: "bootstrap-admin".into(),
+                    scopes: vec![Scope::Admin],
+                    created_ms: self.time,
+                };
+                self.tables.write_token(self.meta, &token.id.clone(), Some(&token))?;
             }
             // Nothing but `Init` can run before the cluster is initialized.
             return Ok((Reply::None, None));
         };
         match &cmd.op {
             Op::Init { .. } => Ok((Reply::None, None)),
-            Op::CreateSession { timeout_ms } => {
+            Op::CreateSession { timeout_ms, http } => {
                 let Some(origin) = cmd.origin else {
                     return Ok((Reply::None, None));
                 };
                 let id = session_id(origin.node, self.index);
                 let timeout_ms =
                     (*timeout_ms).clamp(init.config.min_session_timeout_ms, init.config.max_session_timeout_ms);
-                let owner = Owner { node: origin.node, conn: origin.conn };
-                let session = Session { timeout_ms, owner };
+                let owner = Owner { node: origin.node, conn: if *http { 0 } else { origin.conn } };
+                let session = Session { timeout_ms, owner, http: *http };
                 self.tables.write_session(self.meta, id, Some(&session))?;
                 let password = session_password(&init.secret, id);
                 Ok((
@@ -227,7 +255,7 @@ impl Apply<'_, '_> {
                 ))
             }
             Op::CloseSession { session } => {
-                if let Err(e) = self.check_session(*session, cmd.origin)? {
+                if let Err(e) = self.check_session(Some(*session), cmd.origin)? {
                     return Ok((Reply::Write(Err(e)), None));
                 }
                 let owner = self.end_session(*session)?;
@@ -238,23 +266,81 @@ impl Apply<'_, '_> {
                 Ok((Reply::None, owner.map(|owner| SessionChange::Ended { id: *session, owner })))
             }
             Op::Write { session, identity, write } => {
-                if let Err(e) = self.check_session(*session, cmd.origin)? {
+                let checks = match self.check_token(identity, Scope::Write)? {
+                    Ok(()) => self.check_session(*session, cmd.origin)?,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = checks {
                     return Ok((Reply::Write(Err(e)), None));
                 }
                 let result = self.write(*session, identity, write)?;
                 Ok((Reply::Write(result), None))
             }
+            Op::CreateToken { hash, name, scopes, identity } => {
+                let result = match self.check_admin(identity)? {
+                    Err(e) => Err(e),
+                    Ok(()) => {
+                        let id = Token::id_of(hash);
+                        if tree::get_token(&self.tables.tokens, &id)?.is_some() {
+                            Err(ErrorCode::NodeExists)
+                        } else {
+                            let token = Token {
+                                id: id.clone(),
+                                hash: *hash,
+                                name: name.clone(),
+                                scopes: scopes.clone(),
+                                created_ms: self.time,
+                            };
+                            self.tables.write_token(self.meta, &id, Some(&token))?;
+                            Ok(WriteResult::Token { id })
+                        }
+                    }
+                };
+                Ok((Reply::Write(result), None))
+            }
+            Op::RevokeToken { id, identity } => {
+                let result = match self.check_admin(identity)? {
+                    Err(e) => Err(e),
+                    Ok(()) if tree::get_token(&self.tables.tokens, id)?.is_none() => Err(ErrorCode::NoNode),
+                    Ok(()) => {
+                        self.tables.write_token(self.meta, id, None)?;
+                        Ok(WriteResult::Token { id: id.clone() })
+                    }
+                };
+                Ok((Reply::Write(result), None))
+            }
         }
+    }
+
+    /// For admin API requests: `NoAuth` unless the request's token still
+    /// exists and grants `needed`.
+    fn check_token(&self, identity: &Identity, needed: Scope) -> Result<Result<(), ErrorCode>, StoreError> {
+        let Some(id) = &identity.token else { return Ok(Ok(())) };
+        Ok(match tree::get_token(&self.tables.tokens, id)? {
+            Some(t) if t.allows(needed) => Ok(()),
+            _ => Err(ErrorCode::NoAuth),
+        })
+    }
+
+    /// Token management needs a live admin token.
+    fn check_admin(&self, identity: &Identity) -> Result<Result<(), ErrorCode>, StoreError> {
+        if identity.token.is_none() {
+            return Ok(Err(ErrorCode::NoAuth));
+        }
+        self.check_token(identity, Scope::Admin)
     }
 
     /// `SessionExpired` unless the session is live at this index;
     /// `SessionMoved` if the command came from a connection that no longer
-    /// owns it.
-    fn check_session(&self, session: i64, origin: Option<Origin>) -> Result<Result<(), ErrorCode>, StoreError> {
+    /// owns it (admin API sessions have no owning connection). No session at
+    /// all is fine: admin API writes may run outside one.
+    fn check_session(&self, session: Option<i64>, origin: Option<Origin>) -> Result<Result<(), ErrorCode>, StoreError> {
+        let Some(session) = session else { return Ok(Ok(())) };
         let Some(s) = tree::get_session(&self.tables.sessions, session)? else {
             return Ok(Err(ErrorCode::SessionExpired));
         };
         if let Some(o) = origin
+            && !s.http
             && (Owner { node: o.node, conn: o.conn }) != s.owner
         {
             return Ok(Err(ErrorCode::SessionMoved));
@@ -283,16 +369,13 @@ impl Apply<'_, '_> {
 
     fn write(
         &mut self,
-        session: i64,
+        session: Option<i64>,
         who: &Identity,
         write: &Write,
     ) -> Result<Result<WriteResult, ErrorCode>, StoreError> {
         let mut staged = Staged::default();
         let result = match write {
-            Write::Create(req) => {
-                let opcode = if req.ttl.is_some() { op::CREATE_TTL } else { op::CREATE2 };
-                self.create(&mut staged, session, who, opcode, req)
-            }
+            Write::Create { opcode, req } => self.create(&mut staged, session, who, *opcode, req),
             Write::Delete { path, version } => self.delete(&mut staged, who, path, *version),
             Write::SetData { path, data, version } => self.set_data(&mut staged, who, path, data, *version),
             Write::SetAcl { path, acl, version } => self.set_acl(&mut staged, who, path, acl, *version),
@@ -319,7 +402,7 @@ impl Apply<'_, '_> {
     fn multi(
         &mut self,
         staged: &mut Staged,
-        session: i64,
+        session: Option<i64>,
         who: &Identity,
         ops: &[MultiOp],
     ) -> Result<WriteResult, Fail> {
@@ -376,7 +459,7 @@ impl Apply<'_, '_> {
     fn create(
         &mut self,
         staged: &mut Staged,
-        session: i64,
+        session: Option<i64>,
         who: &Identity,
         opcode: i32,
         req: &CreateRequest,
@@ -414,7 +497,8 @@ impl Apply<'_, '_> {
         }
         self.check_data_size(&req.data)?;
         let owner = match mode {
-            m if m.is_ephemeral() => session,
+            // An ephemeral needs a session to belong to.
+            m if m.is_ephemeral() => session.ok_or(ErrorCode::BadArguments)?,
             CreateMode::Container => CONTAINER_OWNER,
             m if m.is_ttl() => TTL_OWNER_MASK | req.ttl.unwrap_or(0),
             _ => 0,
@@ -439,10 +523,14 @@ impl Apply<'_, '_> {
         parent.child_creations = parent.child_creations.wrapping_add(1);
         parent.num_children += 1;
         parent.pzxid = zxid;
-        staged.nodes.insert(parent_path.clone(), Some(parent));
+        self.events.push(Event { kind: EventType::NodeCreated, path: p.clone(), acl: node.acl.clone() });
+        self.events.push(Event {
+            kind: EventType::NodeChildrenChanged,
+            path: parent_path.clone(),
+            acl: parent.acl.clone(),
+        });
+        staged.nodes.insert(parent_path, Some(parent));
         staged.nodes.insert(p.clone(), Some(node));
-        self.events.push((EventType::NodeCreated, p.clone()));
-        self.events.push((EventType::NodeChildrenChanged, parent_path));
         Ok(WriteResult::Created { path: p, stat })
     }
 
@@ -469,13 +557,18 @@ impl Apply<'_, '_> {
     fn remove_node(&mut self, staged: &mut Staged, p: &str) -> Result<(), StoreError> {
         let (parent_path, _) = path::split(p).expect("valid non-root path has a parent");
         let mut parent = self.get(staged, parent_path)?.expect("a node's parent exists");
+        let node = self.get(staged, p)?.expect("a removed node exists");
         parent.num_children -= 1;
         parent.pzxid = self.zxid();
         assert!(parent.num_children >= 0, "negative child count under {parent_path}");
+        self.events.push(Event { kind: EventType::NodeDeleted, path: p.to_owned(), acl: node.acl });
+        self.events.push(Event {
+            kind: EventType::NodeChildrenChanged,
+            path: parent_path.to_owned(),
+            acl: parent.acl.clone(),
+        });
         staged.nodes.insert(parent_path.to_owned(), Some(parent));
         staged.nodes.insert(p.to_owned(), None);
-        self.events.push((EventType::NodeDeleted, p.to_owned()));
-        self.events.push((EventType::NodeChildrenChanged, parent_path.to_owned()));
         Ok(())
     }
 
@@ -499,8 +592,8 @@ impl Apply<'_, '_> {
         node.mzxid = self.zxid();
         node.mtime = self.time;
         let stat = node.stat();
+        self.events.push(Event { kind: EventType::NodeDataChanged, path: p.to_owned(), acl: node.acl.clone() });
         staged.nodes.insert(p.to_owned(), Some(node));
-        self.events.push((EventType::NodeDataChanged, p.to_owned()));
         Ok(WriteResult::SetData { stat })
     }
 

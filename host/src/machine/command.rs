@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::proto::data::Id;
 use crate::proto::request::{CreateRequest, MultiOp};
+pub use crate::tree::Scope;
 
 /// The application payload of one Raft log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,8 +38,13 @@ pub struct Origin {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// Authenticated ids: `ip:<addr>` first, then one per successful
-    /// `addauth`, and `super:` for the superuser.
+    /// `addauth`, and `super:` for the superuser. An admin API token adds
+    /// `token:<id>`.
     pub ids: Vec<Id>,
+    /// The admin API token the request came with. Apply checks that it still
+    /// exists and grants the operation, so a revocation is ordered with the
+    /// writes in the log.
+    pub token: Option<String>,
 }
 
 impl Identity {
@@ -64,25 +70,36 @@ pub struct ClusterConfig {
 /// Every kind of change to the replicated state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
-    /// The first command of a cluster: its config and the secret that session
-    /// passwords derive from. Later `Init`s are ignored.
-    Init { config: ClusterConfig, secret: [u8; 32] },
-    /// A new session, owned by the origin's connection.
-    CreateSession { timeout_ms: i32 },
+    /// The first command of a cluster: its config, the secret that session
+    /// passwords derive from, and the hash of the bootstrap admin token.
+    /// Later `Init`s are ignored.
+    Init { config: ClusterConfig, secret: [u8; 32], admin_token: [u8; 32] },
+    /// A new session, owned by the origin's connection; `http` sessions
+    /// belong to the admin API and are renewed by keep-alive requests.
+    CreateSession { timeout_ms: i32, http: bool },
     /// A reconnect: the origin's connection becomes the session's owner.
     ResumeSession { session: i64 },
     /// The client's `closeSession`.
     CloseSession { session: i64 },
     /// The leader saw no sign of life for a whole timeout.
     ExpireSession { session: i64 },
-    /// A client write, run as `session`.
-    Write { session: i64, identity: Identity, write: Write },
+    /// A client write, run as `session`. Admin API writes may have none;
+    /// they cannot create ephemerals then.
+    Write { session: Option<i64>, identity: Identity, write: Write },
+    /// A new admin API token.
+    CreateToken { hash: [u8; 32], name: String, scopes: Vec<Scope>, identity: Identity },
+    /// Revokes the token with this id.
+    RevokeToken { id: String, identity: Identity },
 }
 
 /// A client write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Write {
-    Create(CreateRequest),
+    /// `opcode` is the one the client used: it decides which modes are legal.
+    Create {
+        opcode: i32,
+        req: CreateRequest,
+    },
     Delete {
         path: String,
         version: i32,
@@ -109,13 +126,18 @@ impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.op {
             Op::Init { .. } => write!(f, "init"),
-            Op::CreateSession { timeout_ms } => write!(f, "createSession({timeout_ms}ms)"),
+            Op::CreateSession { timeout_ms, http } => {
+                write!(f, "createSession({timeout_ms}ms{})", if *http { ", http" } else { "" })
+            }
             Op::ResumeSession { session } => write!(f, "resumeSession(0x{session:x})"),
             Op::CloseSession { session } => write!(f, "closeSession(0x{session:x})"),
             Op::ExpireSession { session } => write!(f, "expireSession(0x{session:x})"),
+            Op::CreateToken { name, .. } => write!(f, "createToken({name:?})"),
+            Op::RevokeToken { id, .. } => write!(f, "revokeToken({id})"),
             Op::Write { session, write, .. } => {
+                let session = session.unwrap_or(0);
                 let what = match write {
-                    Write::Create(c) => format!("create {:?}", c.path),
+                    Write::Create { req, .. } => format!("create {:?}", req.path),
                     Write::Delete { path, .. } => format!("delete {path:?}"),
                     Write::SetData { path, .. } => format!("setData {path:?}"),
                     Write::SetAcl { path, .. } => format!("setACL {path:?}"),

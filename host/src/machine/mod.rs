@@ -94,6 +94,10 @@ pub enum WriteResult {
     Synced {
         path: String,
     },
+    /// An admin API token was created or revoked.
+    Token {
+        id: String,
+    },
     /// All results, or one error code per op when the multi failed.
     Multi(Result<Vec<WriteResult>, Vec<i32>>),
 }
@@ -122,6 +126,16 @@ pub enum SessionChange {
     Ended { id: i64, owner: Owner },
 }
 
+/// A watch event of an applied change, with the ACL of the node it is
+/// about: watchers without READ on that node are not told (ZooKeeper's fix
+/// for CVE-2024-23944).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventType,
+    pub path: String,
+    pub acl: Vec<crate::proto::data::Acl>,
+}
+
 /// The outcome of one applied command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
@@ -130,7 +144,7 @@ pub struct Applied {
     pub origin: Option<Origin>,
     pub reply: Reply,
     /// Watch events, in the order the changes happened.
-    pub events: Vec<(EventType, String)>,
+    pub events: Vec<Event>,
     pub session: Option<SessionChange>,
 }
 
@@ -165,6 +179,8 @@ pub struct StateOptions {
     /// one is fsynced. The Raft log is the durable record: a crash re-applies
     /// the entries since the last durable commit.
     pub sync_interval: Duration,
+    /// Entries whose watch events are kept for the admin API's event stream.
+    pub event_history: u64,
 }
 
 /// The replicated state, stored in `state.redb`.
@@ -244,6 +260,7 @@ impl StateDb {
             }
         }
         txn.open_table(META)?.insert("meta", meta.encode().as_slice())?;
+        self.record_events(&txn, &outcomes)?;
         debug_assert_eq!(meta.applied_index, last.index);
         let _gate = self.gate.write();
         txn.commit()?;
@@ -252,6 +269,22 @@ impl StateDb {
         }
         *self.meta.lock() = meta;
         sink.publish(last.index, outcomes);
+        Ok(())
+    }
+
+    /// Keeps the batch's watch events in the local `events` history, pruned
+    /// to the newest `event_history` entries.
+    fn record_events(&self, txn: &redb::WriteTransaction, outcomes: &[Applied]) -> Result<(), StoreError> {
+        use redb::ReadableTableMetadata;
+        let mut table = txn.open_table(tree::EVENTS)?;
+        for a in outcomes.iter().filter(|a| !a.events.is_empty()) {
+            let events: Vec<(EventType, &str)> = a.events.iter().map(|e| (e.kind, e.path.as_str())).collect();
+            let bytes = postcard::to_allocvec(&events).expect("events encode");
+            table.insert(a.index, bytes.as_slice())?;
+        }
+        while table.len()? > self.options.event_history {
+            table.pop_first()?;
+        }
         Ok(())
     }
 
@@ -323,6 +356,28 @@ impl ReadView {
         Ok(self.txn.open_table(tree::EPHEMERALS)?)
     }
 
+    pub fn tokens(&self) -> Result<ReadOnlyTable<&'static str, &'static [u8]>, StoreError> {
+        Ok(self.txn.open_table(tree::TOKENS)?)
+    }
+
+    /// The watch events of entries after `zxid`, oldest first, and the
+    /// oldest zxid the history still holds (`None` if it is empty).
+    pub fn events_after(&self, zxid: u64) -> Result<(Vec<(u64, Vec<(EventType, String)>)>, Option<u64>), StoreError> {
+        let table = match self.txn.open_table(tree::EVENTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok((Vec::new(), None)),
+            Err(e) => return Err(e.into()),
+        };
+        let oldest = table.first()?.map(|(k, _)| k.value());
+        let mut out = Vec::new();
+        for item in table.range(zxid + 1..)? {
+            let (k, v) = item?;
+            let events = postcard::from_bytes(v.value()).map_err(|err| StoreError::Corrupt { what: "events", err })?;
+            out.push((k.value(), events));
+        }
+        Ok((out, oldest))
+    }
+
     /// The digest computed from scratch over every record.
     pub fn recompute_digest(&self) -> Result<Digest, StoreError> {
         let mut d = Digest::default();
@@ -333,6 +388,10 @@ impl ReadView {
         for item in self.sessions()?.iter()? {
             let (k, v) = item?;
             d.add(RecordKind::Session, &k.value().to_be_bytes(), v.value());
+        }
+        for item in self.tokens()?.iter()? {
+            let (k, v) = item?;
+            d.add(RecordKind::Token, k.value().as_bytes(), v.value());
         }
         if let Some(init) = self.meta()?.init {
             let bytes = postcard::to_allocvec(&init.config).expect("config encodes");

@@ -102,4 +102,67 @@ impl ReadView {
         }
         Ok(out)
     }
+
+    /// One page of `p`'s children, in name order, starting after `after`:
+    /// the node's child count, (name, stat) pairs, and whether more follow.
+    /// Needs READ on `p`.
+    pub fn children_page(
+        &self,
+        p: &str,
+        who: &Identity,
+        after: Option<&str>,
+        limit: usize,
+    ) -> ReadResult<(i32, Vec<(String, Stat)>, bool)> {
+        let Some(node) = self.node(p)? else { return Ok(Err(ErrorCode::NoNode)) };
+        if let Err(e) = acl::check(&node.acl, who, perms::READ) {
+            return Ok(Err(e));
+        }
+        let prefix = path::children_prefix(p);
+        let mut start = prefix.clone();
+        if let Some(a) = after {
+            start.extend_from_slice(a.as_bytes());
+            start.push(0);
+        }
+        let mut end = prefix.clone();
+        *end.last_mut().expect("prefix ends with NUL") = 1;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut more = false;
+        for item in self.nodes.range(start.as_slice()..end.as_slice())? {
+            let (k, v) = item?;
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            let name = String::from_utf8_lossy(&k.value()[prefix.len()..]).into_owned();
+            let child = Node::decode(v.value()).map_err(|err| StoreError::Corrupt { what: "node", err })?;
+            out.push((name, child.stat()));
+        }
+        Ok(Ok((node.num_children, out, more)))
+    }
+
+    /// Up to `limit` paths of the subtree at `root`, children before their
+    /// parents (a deletion order). Needs READ on every node listed.
+    pub fn subtree_post_order(&self, root: &str, who: &Identity, limit: usize) -> ReadResult<Vec<String>> {
+        let mut out = Vec::new();
+        // (path, children listed yet?)
+        let mut stack = vec![(root.to_owned(), false)];
+        while let Some((p, expanded)) = stack.pop() {
+            if expanded {
+                out.push(p);
+                if out.len() >= limit {
+                    break;
+                }
+                continue;
+            }
+            match self.get_children(&p, who)? {
+                Ok((children, _)) => {
+                    stack.push((p.clone(), true));
+                    stack.extend(children.into_iter().map(|c| (path::join(&p, &c), false)));
+                }
+                Err(ErrorCode::NoNode) => {}
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(out))
+    }
 }

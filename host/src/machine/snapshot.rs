@@ -8,8 +8,8 @@
 //!
 //! Records come in a fixed order: one `Header` (the Raft layer's snapshot
 //! meta, opaque here, and the machine [`Meta`]), every node in key order,
-//! every session in id order, then `End` with the counts and an xxh3
-//! checksum of all bytes before it. Tables are iterated in key order, so
+//! every session in id order, every admin API token in id order, then `End`
+//! with the counts and an xxh3 checksum of all bytes before it. Tables are iterated in key order, so
 //! equal states give equal bytes. Watches and connections are not state and
 //! are not in it; the ephemeral index is rebuilt from the nodes.
 
@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::{Meta, ReadView};
-use crate::tree::{self, Digest, EPHEMERALS, META, NODES, Node, RecordKind, SESSIONS, StoreError};
+use crate::tree::{self, Digest, EPHEMERALS, EVENTS, META, NODES, Node, RecordKind, SESSIONS, StoreError, TOKENS};
 
 const MAGIC: &[u8; 16] = b"CORRAL-SNAPSHOT\x01";
 /// No record is larger than a node with 1 GiB of data.
@@ -51,6 +51,7 @@ enum Record {
     Header { raft_meta: Vec<u8>, meta: Meta },
     Node { key: Vec<u8>, value: Vec<u8> },
     Session { id: u64, value: Vec<u8> },
+    Token { id: String, value: Vec<u8> },
     End { nodes: u64, sessions: u64, checksum: u64 },
 }
 
@@ -89,6 +90,10 @@ pub fn write(view: &ReadView, raft_meta: Vec<u8>, out: &mut impl Write) -> Resul
         let (k, v) = item.map_err(StoreError::from)?;
         w.put(&Record::Session { id: k.value(), value: v.value().to_vec() })?;
         sessions += 1;
+    }
+    for item in view.tokens()?.iter().map_err(StoreError::from)? {
+        let (k, v) = item.map_err(StoreError::from)?;
+        w.put(&Record::Token { id: k.value().to_owned(), value: v.value().to_vec() })?;
     }
     let checksum = w.hash.digest();
     w.put(&Record::End { nodes, sessions, checksum })?;
@@ -151,18 +156,23 @@ pub fn install(db: &Database, src: &mut dyn Read) -> Result<Meta, SnapshotError>
     txn.delete_table(NODES).map_err(StoreError::from)?;
     txn.delete_table(EPHEMERALS).map_err(StoreError::from)?;
     txn.delete_table(SESSIONS).map_err(StoreError::from)?;
+    txn.delete_table(TOKENS).map_err(StoreError::from)?;
+    // The event history describes the replaced state's past: drop it.
+    txn.delete_table(EVENTS).map_err(StoreError::from)?;
     let mut digest = Digest::default();
     let (mut nodes, mut sessions) = (0u64, 0u64);
     {
         let mut node_table = txn.open_table(NODES).map_err(StoreError::from)?;
         let mut session_table = txn.open_table(SESSIONS).map_err(StoreError::from)?;
         let mut ephemerals = txn.open_table(EPHEMERALS).map_err(StoreError::from)?;
+        let mut token_table = txn.open_table(TOKENS).map_err(StoreError::from)?;
         let mut last_key: Option<Vec<u8>> = None;
         let mut last_session: Option<u64> = None;
+        let mut last_token: Option<String> = None;
         loop {
             match r.next()? {
                 (Record::Node { key, value }, _) => {
-                    if sessions > 0 || last_key.as_ref().is_some_and(|k| *k >= key) {
+                    if sessions > 0 || last_token.is_some() || last_key.as_ref().is_some_and(|k| *k >= key) {
                         return Err(corrupt("nodes out of order"));
                     }
                     let node = Node::decode(&value).map_err(|e| corrupt(format!("node: {e}")))?;
@@ -176,13 +186,21 @@ pub fn install(db: &Database, src: &mut dyn Read) -> Result<Meta, SnapshotError>
                     nodes += 1;
                 }
                 (Record::Session { id, value }, _) => {
-                    if last_session.is_some_and(|s| s >= id) {
+                    if last_token.is_some() || last_session.is_some_and(|s| s >= id) {
                         return Err(corrupt("sessions out of order"));
                     }
                     digest.add(RecordKind::Session, &id.to_be_bytes(), &value);
                     session_table.insert(id, value.as_slice()).map_err(StoreError::from)?;
                     last_session = Some(id);
                     sessions += 1;
+                }
+                (Record::Token { id, value }, _) => {
+                    if last_token.as_ref().is_some_and(|t| *t >= id) {
+                        return Err(corrupt("tokens out of order"));
+                    }
+                    digest.add(RecordKind::Token, id.as_bytes(), &value);
+                    token_table.insert(id.as_str(), value.as_slice()).map_err(StoreError::from)?;
+                    last_token = Some(id);
                 }
                 (Record::End { nodes: n, sessions: s, checksum }, before) => {
                     if (n, s) != (nodes, sessions) {

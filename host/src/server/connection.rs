@@ -37,7 +37,7 @@ use crate::machine::acl;
 use crate::machine::apply::session_password;
 use crate::machine::command::{Command, Identity, Op, Origin, Write};
 use crate::machine::{ReadView, Reply, WriteResult};
-use crate::proto::data::Id;
+use crate::proto::data::{Id, perms};
 use crate::proto::error::ErrorCode;
 use crate::proto::request::{MultiOp, ReadOp, Request, RequestError, SetWatches, decode_request};
 use crate::proto::response::{EventType, MultiResult, ReadResult, Response, put_notification, put_reply};
@@ -86,11 +86,12 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         stats,
         session: 0,
         timeout_ms: 0,
-        identity: Identity { ids: vec![Id::new("ip", &peer.ip().to_string())] },
+        identity: Identity { ids: vec![Id::new("ip", &peer.ip().to_string())], token: None },
         pending: VecDeque::new(),
         acks: FuturesUnordered::new(),
         closing: None,
     };
+    *conn.stats.identity.lock() = conn.identity.clone();
     match conn.run().await {
         Ok(()) => {
             tracing::debug!(conn = id, %peer, session = format!("0x{:x}", conn.session), "connection closed")
@@ -254,7 +255,7 @@ impl Conn {
             return Err(ConnError::Closed("read-only server refuses a client that needs writes"));
         }
         let op = if req.session_id == 0 {
-            Op::CreateSession { timeout_ms: req.timeout_ms }
+            Op::CreateSession { timeout_ms: req.timeout_ms, http: false }
         } else {
             let state = self.shared.state.clone();
             let session = req.session_id;
@@ -356,13 +357,17 @@ impl Conn {
         };
         let (xid, opcode) = (h.xid, h.opcode);
         let session = self.session;
-        let write = |w: Write| Op::Write { session, identity: self.identity.clone(), write: w };
+        let write = |w: Write| Op::Write { session: Some(session), identity: self.identity.clone(), write: w };
         let work = match req {
             Request::Auth { scheme, auth } => return self.auth(&scheme, &auth).await,
             Request::Check { .. } => Work::Fail { xid, code: ErrorCode::Unimplemented },
-            Request::Create { opcode: op_code, req } => {
-                Work::Write { xid, opcode: op_code, ops: vec![], write: Some(write(Write::Create(req))), started }
-            }
+            Request::Create { opcode: op_code, req } => Work::Write {
+                xid,
+                opcode: op_code,
+                ops: vec![],
+                write: Some(write(Write::Create { opcode: op_code, req })),
+                started,
+            },
             Request::Delete { path, version } => {
                 Work::Write { xid, opcode, ops: vec![], write: Some(write(Write::Delete { path, version })), started }
             }
@@ -567,6 +572,7 @@ impl Conn {
             _ => false,
         };
         if ok {
+            *self.stats.identity.lock() = self.identity.clone();
             put_reply(&mut self.out, xid::AUTH, 0, Ok(&Response::Empty));
         } else {
             tracing::info!(conn = self.id, scheme, "authentication failed");
@@ -588,7 +594,8 @@ fn encode_write(opcode: i32, ops: &[i32], result: WriteResult) -> Response {
                 Response::Create2 { path, stat }
             }
         }
-        WriteResult::Deleted | WriteResult::Checked => Response::Empty,
+        // Token changes come only from the admin API.
+        WriteResult::Deleted | WriteResult::Checked | WriteResult::Token { .. } => Response::Empty,
         WriteResult::SetData { stat } | WriteResult::SetAcl { stat } => Response::Stat(stat),
         WriteResult::Synced { path } => Response::Path(path),
         WriteResult::Multi(Err(codes)) => Response::Multi(codes.into_iter().map(MultiResult::Error).collect()),
@@ -710,6 +717,36 @@ fn read_one(
             set_watches(shared, ctx, view, zxid, w, out)?;
             Ok(Response::Empty)
         }
+        Request::AddWatch { path, mode } => {
+            let kind = match mode {
+                0 => WatchKind::Persistent,
+                1 => WatchKind::PersistentRecursive,
+                _ => return Ok(Err(ErrorCode::BadArguments)),
+            };
+            if crate::tree::path::validate(path).is_err() {
+                return Ok(Err(ErrorCode::BadArguments));
+            }
+            // Watching a node needs READ on it, if it exists.
+            if let Some(node) = view.node(path)?
+                && !acl::allowed(&node.acl, &ctx.identity, perms::READ)
+            {
+                return Ok(Err(ErrorCode::NoAuth));
+            }
+            watch(kind, path);
+            Ok(Response::Int(0))
+        }
+        Request::CheckWatches { path, watcher_type } | Request::RemoveWatches { path, watcher_type } => {
+            let Some(kinds) = WatchKind::of_watcher_type(*watcher_type) else {
+                return Ok(Err(ErrorCode::BadArguments));
+            };
+            let mut watches = shared.dispatch.watches.lock();
+            let found = if matches!(req, Request::RemoveWatches { .. }) {
+                watches.remove(ctx.conn, path, kinds)
+            } else {
+                watches.has(ctx.conn, path, kinds)
+            };
+            if found { Ok(Response::Empty) } else { Err(ErrorCode::NoWatcher) }
+        }
         _ => Err(ErrorCode::Unimplemented),
     })
 }
@@ -746,6 +783,13 @@ fn set_watches(
             Some(n) if n.pzxid > rel => put_notification(out, zxid, EventType::NodeChildrenChanged, path),
             Some(_) => watches.add(WatchKind::Child, path, ctx.conn),
         }
+    }
+    // Persistent watches are simply re-added.
+    for path in &w.persistent {
+        watches.add(WatchKind::Persistent, path, ctx.conn);
+    }
+    for path in &w.persistent_recursive {
+        watches.add(WatchKind::PersistentRecursive, path, ctx.conn);
     }
     Ok(())
 }

@@ -19,13 +19,16 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::sessions::Liveness;
 use super::watches::{ConnId, Watches};
+use crate::machine::acl;
+use crate::machine::command::Identity;
 use crate::machine::{Applied, ApplySink, Reply, SessionChange};
-use crate::proto::response::put_notification;
+use crate::proto::data::perms;
+use crate::proto::response::{EventType, put_notification};
 
 /// What the dispatcher sends a connection.
 #[derive(Debug)]
@@ -38,12 +41,14 @@ pub enum ConnMsg {
     Close(&'static str),
 }
 
-/// Counters of one connection, for `cons`, `stat` and metrics.
+/// What the dispatcher and the four-letter words know of one connection.
 #[derive(Default)]
 pub struct ConnStats {
     pub received: AtomicU64,
     pub sent: AtomicU64,
     pub session: AtomicI64,
+    /// Its identity: events go only to watchers allowed to READ the node.
+    pub identity: Mutex<Identity>,
 }
 
 /// The dispatcher's handle on one connection.
@@ -54,11 +59,23 @@ pub struct ConnHandle {
     pub stats: Arc<ConnStats>,
 }
 
+/// One watch event as the admin API's stream sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub zxid: u64,
+    pub kind: EventType,
+    pub path: String,
+}
+
 pub struct Dispatcher {
     node: u64,
     conns: Mutex<HashMap<ConnId, ConnHandle>>,
+    /// Admin API requests waiting for the outcome of their entry.
+    waiters: Mutex<HashMap<ConnId, oneshot::Sender<(i64, Reply)>>>,
     pub watches: Mutex<Watches>,
     pub liveness: Arc<Liveness>,
+    /// Every batch's watch events, for the admin API's event streams.
+    changes: broadcast::Sender<Arc<[Change]>>,
     /// The applied index as of the last published batch.
     applied: AtomicU64,
 }
@@ -68,10 +85,44 @@ impl Dispatcher {
         Dispatcher {
             node,
             conns: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(HashMap::new()),
             watches: Mutex::new(Watches::default()),
             liveness,
+            changes: broadcast::channel(4096).0,
             applied: AtomicU64::new(applied),
         }
+    }
+
+    /// Registers an admin API request: the receiver gets its entry's zxid
+    /// and reply when the entry is applied on this node.
+    pub fn wait_for(&self, id: ConnId) -> oneshot::Receiver<(i64, Reply)> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().insert(id, tx);
+        rx
+    }
+
+    /// Forgets a waiter whose request gave up.
+    pub fn forget(&self, id: ConnId) {
+        self.waiters.lock().remove(&id);
+    }
+
+    /// Live watch events, batch by batch, from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<[Change]>> {
+        self.changes.subscribe()
+    }
+
+    /// Watches held on this node, by session.
+    pub fn watches_by_session(&self) -> HashMap<i64, usize> {
+        let conns = self.conns.lock();
+        let watches = self.watches.lock();
+        let mut out = HashMap::new();
+        for (id, c) in conns.iter() {
+            let n = watches.count_for(*id);
+            if n > 0 {
+                *out.entry(c.stats.session.load(Ordering::Relaxed)).or_default() += n;
+            }
+        }
+        out
     }
 
     /// Registers a connection; the returned receiver is its inbox.
@@ -135,17 +186,25 @@ impl ApplySink for Dispatcher {
         let now = Instant::now();
         let conns = self.conns.lock();
         let mut watches = self.watches.lock();
+        let mut waiters = self.waiters.lock();
+        let mut changes = Vec::new();
         for a in outcomes {
-            for (kind, path) in &a.events {
-                let targets = watches.trigger(*kind, path);
+            changes.extend(a.events.iter().map(|e| Change { zxid: a.index, kind: e.kind, path: e.path.clone() }));
+            for e in &a.events {
+                let targets = watches.trigger(e.kind, &e.path);
                 if targets.is_empty() {
                     continue;
                 }
                 let mut frame = BytesMut::new();
-                put_notification(&mut frame, a.index as i64, *kind, path);
+                put_notification(&mut frame, a.index as i64, e.kind, &e.path);
                 let frame = frame.freeze();
                 for c in targets {
-                    Self::send(&conns, c, ConnMsg::Event(a.index as i64, frame.clone()));
+                    // Only watchers that may read the node hear of it.
+                    let allowed =
+                        conns.get(&c).is_some_and(|h| acl::allowed(&e.acl, &h.stats.identity.lock(), perms::READ));
+                    if allowed {
+                        Self::send(&conns, c, ConnMsg::Event(a.index as i64, frame.clone()));
+                    }
                 }
             }
             let mut close = None;
@@ -168,12 +227,20 @@ impl ApplySink for Dispatcher {
             if let Some(o) = a.origin
                 && o.node == self.node
             {
-                Self::send(&conns, o.conn, ConnMsg::Reply { xid: o.xid, zxid: a.index as i64, reply: a.reply });
+                if let Some(waiter) = waiters.remove(&o.conn) {
+                    let _ = waiter.send((a.index as i64, a.reply));
+                } else {
+                    Self::send(&conns, o.conn, ConnMsg::Reply { xid: o.xid, zxid: a.index as i64, reply: a.reply });
+                }
             }
             if let Some(c) = close {
                 Self::send(&conns, c, ConnMsg::Close("session closed"));
             }
         }
         self.applied.store(applied_index, Ordering::Release);
+        if !changes.is_empty() {
+            // No subscriber is not an error.
+            let _ = self.changes.send(changes.into());
+        }
     }
 }

@@ -38,6 +38,16 @@ use crate::raft::state_machine::StateMachine;
 use crate::raft::{NodeInfo, Raft};
 use crate::tree::StoreError;
 
+/// A new admin API token and the SHA-256 that is stored in its place.
+pub fn new_token() -> (String, [u8; 32]) {
+    use base64::Engine;
+    use sha2::Digest as _;
+    let token =
+        format!("corral_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
+    let hash = sha2::Sha256::digest(token.as_bytes()).into();
+    (token, hash)
+}
+
 /// Wall-clock milliseconds, as the leader stamps entries.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -179,6 +189,9 @@ impl Node {
     /// one-member cluster. Then [`Node::recover`], then [`Node::serve`].
     pub async fn open(config: Config) -> Result<Node, StartError> {
         let config = Arc::new(config);
+        if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+            tracing::warn!("could not raise the open-file limit: {e}");
+        }
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|err| StartError::DataDir { path: dir.display().to_string(), err })?;
         let state = Arc::new(StateDb::open(
@@ -186,6 +199,7 @@ impl Node {
             StateOptions {
                 cache_bytes: config.state_cache_bytes as usize,
                 sync_interval: Duration::from_millis(config.state_sync_interval_ms),
+                event_history: config.event_history_entries,
             },
         )?);
         let log =
@@ -223,7 +237,10 @@ impl Node {
 
     /// Waits until the state machine has applied everything this node had
     /// committed before it stopped, and until the cluster is initialized.
-    pub async fn recover(&self) -> Result<(), StartError> {
+    /// When this node initializes the cluster, returns the bootstrap admin
+    /// token: it exists nowhere else (only its hash is stored), so the
+    /// caller must show it once.
+    pub async fn recover(&self) -> Result<Option<String>, StartError> {
         let s = &self.shared;
         let wait = Duration::from_millis(s.config.startup_timeout_ms);
         s.raft
@@ -231,12 +248,15 @@ impl Node {
             .metrics(|m| m.current_leader.is_some(), "a leader is known")
             .await
             .map_err(|e| StartError::Raft(format!("no leader within {wait:?}: {e}")))?;
+        let mut bootstrap_token = None;
         if s.state.meta().init.is_none() && s.raft.is_leader() {
-            let init = Op::Init { config: s.config.cluster_seed(), secret: rand::random() };
+            let (token, hash) = new_token();
+            let init = Op::Init { config: s.config.cluster_seed(), secret: rand::random(), admin_token: hash };
             s.raft
                 .client_write(Command { time_ms: now_ms(), origin: None, op: init })
                 .await
                 .map_err(|e| StartError::Raft(format!("initializing the cluster: {e}")))?;
+            bootstrap_token = Some(token);
         }
         s.raft.wait_for_recovery(Some(wait)).await.map_err(|e| StartError::Raft(format!("recovery: {e}")))?;
         let deadline = Instant::now() + wait;
@@ -264,7 +284,7 @@ impl Node {
             );
         }
         tracing::info!(applied = s.state.applied_index(), sessions = s.dispatch.liveness.len(), "state recovered");
-        Ok(())
+        Ok(bootstrap_token)
     }
 
     /// Opens the client port and the background tasks; marks the node ready.

@@ -1,14 +1,19 @@
 //! The znode tree as it is stored: records, redb tables, and the digest.
 //!
-//! The whole replicated state lives in one redb file (`state.redb`), in four
-//! tables:
+//! The whole replicated state lives in one redb file (`state.redb`):
 //!
-//! | table        | key                         | value                         |
-//! |--------------|-----------------------------|-------------------------------|
-//! | `nodes`      | [`path::key`] of the path   | [`Node`] (stat, ACL, data)    |
-//! | `sessions`   | session id                  | [`Session`] (timeout, owner)  |
-//! | `ephemerals` | session id ++ path          | `()`: an index over `nodes`   |
-//! | `meta`       | `"meta"`                    | the machine's `Meta` record   |
+//! | table        | key                         | value                               |
+//! |--------------|-----------------------------|-------------------------------------|
+//! | `nodes`      | [`path::key`] of the path   | [`Node`] (stat, ACL, data)          |
+//! | `sessions`   | session id                  | [`Session`] (timeout, owner)        |
+//! | `ephemerals` | session id ++ path          | `()`: an index over `nodes`         |
+//! | `tokens`     | token id                    | the admin API token (hash, scopes)  |
+//! | `meta`       | `"meta"`                    | the machine's `Meta` record         |
+//!
+//! One more table is local history, not replicated state: `events` maps a
+//! zxid to the watch events of its entry, so that the admin API's event
+//! stream can start from a past zxid. It is pruned to the newest entries,
+//! and is neither in snapshots nor in the digest.
 //!
 //! Nothing of the tree is kept in memory: reads open a redb read transaction
 //! (MVCC, never blocked by the writer) and decode the record they need. That
@@ -30,7 +35,9 @@ use crate::proto::data::{Acl, Stat};
 pub const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");
 pub const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
 pub const EPHEMERALS: TableDefinition<&[u8], ()> = TableDefinition::new("ephemerals");
+pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
 /// `ephemeralOwner` of a container node (ZooKeeper's `EphemeralType`).
 pub const CONTAINER_OWNER: i64 = i64::MIN;
@@ -120,6 +127,9 @@ pub struct Owner {
 pub struct Session {
     pub timeout_ms: i32,
     pub owner: Owner,
+    /// An admin API session: used by HTTP requests, not by one connection,
+    /// so writes in it are not checked against the owner.
+    pub http: bool,
 }
 
 impl Session {
@@ -129,6 +139,49 @@ impl Session {
 
     pub fn decode(bytes: &[u8]) -> Result<Session, postcard::Error> {
         postcard::from_bytes(bytes)
+    }
+}
+
+/// What an admin API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Read the tree, sessions, cluster state and metrics.
+    Read,
+    /// Read, and write the tree and sessions.
+    Write,
+    /// Read, and deploy plugins.
+    Plugin,
+    /// Everything: tokens, membership, and every znode whatever its ACL.
+    Admin,
+}
+
+impl Scope {
+    /// Does holding `self` allow what needs `needed`?
+    pub fn grants(self, needed: Scope) -> bool {
+        self == needed || self == Scope::Admin || needed == Scope::Read
+    }
+}
+
+/// An admin API token as stored: never the secret, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// The first 12 hex digits of the hash: public, names the token.
+    pub id: String,
+    pub hash: [u8; 32],
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub created_ms: i64,
+}
+
+impl Token {
+    pub fn allows(&self, needed: Scope) -> bool {
+        self.scopes.iter().any(|s| s.grants(needed))
+    }
+
+    /// The id of the token whose hash is `hash`.
+    pub fn id_of(hash: &[u8; 32]) -> String {
+        hash[..6].iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -196,6 +249,16 @@ pub fn child_names(
     Ok(names)
 }
 
+pub fn get_token(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<Token>, StoreError> {
+    match table.get(id)? {
+        None => Ok(None),
+        Some(v) => postcard::from_bytes(v.value()).map(Some).map_err(|err| StoreError::Corrupt { what: "token", err }),
+    }
+}
+
 pub fn get_session(table: &impl ReadableTable<u64, &'static [u8]>, id: i64) -> Result<Option<Session>, StoreError> {
     match table.get(id as u64)? {
         None => Ok(None),
@@ -237,6 +300,7 @@ pub enum RecordKind {
     Node = 1,
     Session = 2,
     Config = 3,
+    Token = 4,
 }
 
 impl Digest {

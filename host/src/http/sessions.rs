@@ -1,0 +1,264 @@
+//! Session routes and the change stream.
+//!
+//! Admin API clients open their own sessions, Consul-style: `POST
+//! /api/v1/sessions` with a timeout, renewed by `PUT
+//! /api/v1/sessions/{id}`, closed by `DELETE`. Ephemerals created with
+//! `"session": id` belong to it and vanish when it expires, exactly like a
+//! ZooKeeper client's.
+//!
+//! `GET /api/v1/events` streams committed changes under a subtree as
+//! server-sent events. With `from_zxid` it first replays the history this
+//! node still holds, and says so with a `gap` event where it does not.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+
+use super::Api;
+use super::auth::Principal;
+use super::error::{ApiError, ErrorBody};
+use crate::machine::Reply;
+use crate::machine::command::{Op, Scope};
+use crate::proto::error::ErrorCode;
+use crate::proto::response::EventType;
+use crate::tree;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    /// `0x…`
+    pub id: String,
+    pub timeout_ms: i32,
+    /// `client` (a ZooKeeper connection) or `http` (an admin API session).
+    pub kind: String,
+    /// The member whose connection owns it.
+    pub owner_node: u64,
+    pub ephemerals: Vec<String>,
+    /// Watches it holds on this node.
+    pub watches: usize,
+}
+
+fn hex(id: i64) -> String {
+    format!("0x{:x}", id as u64)
+}
+
+fn parse_id(s: &str) -> Result<i64, ApiError> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16)
+        .map(|v| v as i64)
+        .map_err(|_| ApiError::bad_request(format!("session {s:?}: expected a hex id such as 0x100000000000003")))
+}
+
+/// Lists live sessions with their ephemerals. Needs `read`.
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions", security(("token" = [])),
+    responses((status = 200, body = Vec<SessionView>), (status = 401, body = ErrorBody)))]
+pub async fn list(State(api): State<Api>, who: Principal) -> Result<Json<Vec<SessionView>>, ApiError> {
+    who.require(Scope::Read)?;
+    let watches = api.shared.dispatch.watches_by_session();
+    let sessions = api
+        .read(|v| {
+            let mut out = Vec::new();
+            for (id, s) in v.all_sessions()? {
+                out.push((id, s, v.ephemerals_of(id, "/")?));
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(Json(
+        sessions
+            .into_iter()
+            .map(|(id, s, ephemerals)| SessionView {
+                id: hex(id),
+                timeout_ms: s.timeout_ms,
+                kind: if s.http { "http" } else { "client" }.into(),
+                owner_node: s.owner.node,
+                ephemerals,
+                watches: watches.get(&id).copied().unwrap_or(0),
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct OpenBody {
+    /// Negotiated into the cluster's bounds, as for ZooKeeper clients.
+    pub timeout_ms: i32,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Opened {
+    pub id: String,
+    pub timeout_ms: i32,
+}
+
+/// Opens an admin API session. Renew it within its timeout, or it expires
+/// with its ephemerals. Needs `write`.
+#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions", request_body = OpenBody, security(("token" = [])),
+    responses((status = 201, body = Opened), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn open(
+    State(api): State<Api>,
+    who: Principal,
+    Json(b): Json<OpenBody>,
+) -> Result<(StatusCode, Json<Opened>), ApiError> {
+    who.require(Scope::Write)?;
+    match api.propose(Op::CreateSession { timeout_ms: b.timeout_ms, http: true }).await?.1 {
+        Reply::Connected { session, timeout_ms, .. } => {
+            Ok((StatusCode::CREATED, Json(Opened { id: hex(session), timeout_ms })))
+        }
+        other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+/// Keeps an admin API session alive for another timeout. Needs `write`.
+#[utoipa::path(put, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "hex session id")),
+    security(("token" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn renew(State(api): State<Api>, who: Principal, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    who.require(Scope::Write)?;
+    let sid = parse_id(&id)?;
+    let session = api.read(move |v| tree::get_session(&v.sessions()?, sid)).await?;
+    match session {
+        Some(s) if s.http => {
+            api.shared.dispatch.liveness.touch(sid, Instant::now());
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Some(_) => Err(ApiError::bad_request(format!("{id} is a ZooKeeper client's session; it renews itself"))),
+        None => Err(ApiError::zk(ErrorCode::SessionExpired, &id)),
+    }
+}
+
+/// Closes a session now; its ephemerals are deleted. Needs `write`.
+#[utoipa::path(delete, path = "/api/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "hex session id")),
+    security(("token" = [])),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn close(State(api): State<Api>, who: Principal, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    who.require(Scope::Write)?;
+    let sid = parse_id(&id)?;
+    let session = api.read(move |v| tree::get_session(&v.sessions()?, sid)).await?;
+    match session {
+        Some(s) if s.http => match api.propose(Op::CloseSession { session: sid }).await?.1 {
+            Reply::Closed => Ok(StatusCode::NO_CONTENT),
+            Reply::Write(Err(e)) => Err(ApiError::zk(e, &id)),
+            other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+        },
+        Some(_) => Err(ApiError::bad_request(format!("{id} is a ZooKeeper client's session"))),
+        None => Err(ApiError::zk(ErrorCode::SessionExpired, &id)),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EventsQuery {
+    /// Only changes at or under this path; default `/`.
+    pub path: Option<String>,
+    /// Replay changes after this zxid first, as far as history reaches.
+    pub from_zxid: Option<u64>,
+}
+
+/// One `change` event of the stream.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChangeView {
+    pub zxid: u64,
+    /// `created`, `deleted`, `data` or `children`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: String,
+}
+
+fn kind_name(k: EventType) -> &'static str {
+    match k {
+        EventType::NodeCreated => "created",
+        EventType::NodeDeleted => "deleted",
+        EventType::NodeDataChanged => "data",
+        EventType::NodeChildrenChanged => "children",
+    }
+}
+
+fn under(root: &str, p: &str) -> bool {
+    root == "/" || p == root || (p.starts_with(root) && p.as_bytes().get(root.len()) == Some(&b'/'))
+}
+
+fn change_event(zxid: u64, kind: EventType, path: String) -> Event {
+    let body = ChangeView { zxid, kind: kind_name(kind).into(), path };
+    Event::default().event("change").id(zxid.to_string()).json_data(body).expect("changes serialize")
+}
+
+/// Streams committed changes under a path as server-sent events: `change`
+/// events (JSON `{zxid, type, path}`), and a `gap` event when history from
+/// `from_zxid` is no longer held or the reader fell behind. Needs `read`.
+#[utoipa::path(get, path = "/api/v1/events", tag = "sessions", params(EventsQuery), security(("token" = [])),
+    responses((status = 200, description = "text/event-stream of change and gap events", content_type = "text/event-stream"),
+              (status = 401, body = ErrorBody), (status = 400, body = ErrorBody)))]
+pub async fn events(
+    State(api): State<Api>,
+    who: Principal,
+    Query(q): Query<EventsQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    who.require(Scope::Read)?;
+    let root = q.path.unwrap_or_else(|| "/".into());
+    tree::path::validate(&root).map_err(|e| ApiError::bad_request(format!("path {root:?}: {e}")))?;
+    // Subscribe before reading history, so that nothing falls between them.
+    let mut live = api.shared.dispatch.subscribe();
+    let mut backlog = Vec::new();
+    let mut last = 0u64;
+    if let Some(from) = q.from_zxid {
+        let (history, oldest) = api.read(move |v| v.events_after(from)).await?;
+        let applied = api.shared.dispatch.applied();
+        let held_from = oldest.unwrap_or(applied + 1);
+        if from + 1 < held_from && from < applied {
+            let gap =
+                serde_json::json!({ "from_zxid": from, "oldest_held": held_from, "reason": "history no longer held" });
+            backlog.push(Event::default().event("gap").json_data(gap).expect("serializes"));
+        }
+        for (zxid, evs) in history {
+            for (kind, p) in evs.into_iter().filter(|(_, p)| under(&root, p)) {
+                backlog.push(change_event(zxid, kind, p));
+            }
+            last = zxid;
+        }
+    }
+    let stream = async_stream(backlog, move |tx| async move {
+        loop {
+            match live.recv().await {
+                Ok(batch) => {
+                    for c in batch.iter().filter(|c| c.zxid > last && under(&root, &c.path)) {
+                        if tx.send(change_event(c.zxid, c.kind, c.path.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    let gap = serde_json::json!({ "reason": "reader fell behind", "batches_missed": n });
+                    if tx.send(Event::default().event("gap").json_data(gap).expect("serializes")).await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// A stream that yields `first`, then whatever `produce` sends.
+fn async_stream<F, Fut>(first: Vec<Event>, produce: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(produce(tx));
+    let rest = tokio_stream_from(rx);
+    futures::stream::iter(first.into_iter().map(Ok)).chain(rest)
+}
+
+fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<Event>) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|o| o.map(Ok)))
+}
+
+use futures::StreamExt as _;
