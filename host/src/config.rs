@@ -45,6 +45,13 @@ pub struct Config {
     pub handshake_timeout_ms: u64,
     /// How long start-up may wait for a leader and for recovery.
     pub startup_timeout_ms: u64,
+    /// How often the leader looks for empty containers and expired TTL nodes.
+    pub container_check_interval_ms: u64,
+    /// Most containers and TTL nodes deleted per minute.
+    pub container_max_per_minute: u32,
+    /// Also delete containers that never had a child once unchanged this
+    /// long; 0 keeps them (ZooKeeper's default).
+    pub container_max_never_used_ms: u64,
 
     /// Largest frame a client may send (jute.maxbuffer); larger closes the
     /// connection.
@@ -59,6 +66,12 @@ pub struct Config {
     /// Messages (events, replies) queued for one connection before the
     /// server drops it as too slow.
     pub connection_queue: u32,
+    /// Most children one getChildren may return; a node with more answers
+    /// BadArguments (page through the admin API instead).
+    pub max_children_listed: u32,
+    /// Least time between two expensive four-letter words (cons, dump, wchc,
+    /// wchp) on this node.
+    pub four_letter_dump_interval_ms: u64,
     /// Seed of the replicated `extendedTypesEnabled` (TTL nodes).
     pub extended_types: bool,
     /// Seed of the replicated superuser, as `user:base64(sha1(user:pass))`.
@@ -103,11 +116,16 @@ impl Default for Config {
             session_check_ms: 500,
             handshake_timeout_ms: 10_000,
             startup_timeout_ms: 60_000,
+            container_check_interval_ms: 60_000,
+            container_max_per_minute: 10_000,
+            container_max_never_used_ms: 0,
             max_frame_bytes: 1 << 20,
             max_data_bytes: 1 << 20,
             max_connections_per_ip: 60,
             max_outstanding_requests: 1000,
             connection_queue: 10_000,
+            max_children_listed: 100_000,
+            four_letter_dump_interval_ms: 1_000,
             extended_types: false,
             superuser_digest: None,
             four_letter_words: ["srvr", "stat", "ruok", "envi", "conf", "isro", "mntr"].map(String::from).to_vec(),
@@ -173,6 +191,9 @@ impl Config {
             ("max_outstanding_requests", self.max_outstanding_requests as u64),
             ("connection_queue", self.connection_queue as u64),
             ("snapshot_every_entries", self.snapshot_every_entries),
+            ("container_check_interval_ms", self.container_check_interval_ms),
+            ("container_max_per_minute", self.container_max_per_minute as u64),
+            ("max_children_listed", self.max_children_listed as u64),
         ] {
             if v == 0 {
                 return bad(format!("{name} must be above 0"));
@@ -207,6 +228,18 @@ mod tests {
 
     #[derive(Serialize)]
     struct NoFlags {}
+
+    /// docs/configuration.md documents every key.
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../docs/configuration.md");
+        let keys = serde_json::to_value(Config::default()).unwrap();
+        let keys = keys.as_object().unwrap();
+        assert!(keys.len() > 20);
+        for k in keys.keys() {
+            assert!(doc.contains(&format!("| `{k}` |")), "docs/configuration.md does not document `{k}`");
+        }
+    }
 
     #[test]
     fn layers_and_refuses_unknown_keys() {

@@ -281,3 +281,95 @@ def test_handshake_forms(apache_zk, corral_like_apache):
         assert (bad.timeout_ms, bad.session_id) == (0, 0), hosts
         old.close()
         new.close()
+
+
+def strings(r):
+    return sorted(r.strings())
+
+
+def int_body(r):
+    return r.int()
+
+
+def who(r):
+    return sorted((r.str(), r.str()) for _ in range(r.int()))
+
+
+def test_acls_auth_and_whoami(apache_zk, corral_like_apache):
+    alice = (31, "digest", "alice:aYXlLOpEooaV1cRAvUL1fp9Qt7E=")
+    def script(r):
+        a, b = r.session(), r.session()
+        r.sessions[a].transcript.append(("auth", r.sessions[a].auth("digest", b"alice:secret")))
+        r.op(a, "whoami", w.WHO_AM_I, b"", who)
+        r.op(a, "create private", w.CREATE, w.create_body("/private", b"p", acl=[alice]), path_only)
+        r.op(a, "create auth acl", w.CREATE, w.create_body("/mine", b"", acl=[(31, "auth", "")]), path_only)
+        r.op(a, "acl of auth node", w.GET_ACL, bytes(w.Writer().str("/mine").b), acl_stat)
+        r.op(a, "create mixed", w.CREATE, w.create_body("/mixed", b"", acl=[alice, (1, "world", "anyone")]), path_only)
+        r.op(a, "create ip", w.CREATE, w.create_body("/ip", b"", acl=[(31, "ip", "127.0.0.1")]), path_only)
+        r.op(a, "create bad ip", w.CREATE, w.create_body("/badip", b"", acl=[(31, "ip", "nonsense")]), path_only)
+        r.op(b, "b whoami", w.WHO_AM_I, b"", who)
+        r.op(b, "b reads private", w.GET_DATA, w.path_watch("/private"), data_stat)
+        r.op(b, "b exists private", w.EXISTS, w.path_watch("/private"), stat)
+        r.op(b, "b acl private", w.GET_ACL, bytes(w.Writer().str("/private").b), acl_stat)
+        r.op(b, "b acl mixed (masked)", w.GET_ACL, bytes(w.Writer().str("/mixed").b), acl_stat)
+        r.op(b, "b sets private", w.SET_DATA, bytes(w.Writer().str("/private").buf(b"x").int(-1).b), stat)
+        r.op(b, "b child of private", w.CREATE, w.create_body("/private/c"), path_only)
+        r.op(b, "b deletes private", w.DELETE, bytes(w.Writer().str("/private").int(-1).b))
+        r.op(b, "b setAcl private", w.SET_ACL, bytes(w.Writer().str("/private").acl(w.OPEN_ACL).int(-1).b), stat)
+        r.op(b, "b reads ip node", w.GET_DATA, w.path_watch("/ip"), data_stat)
+        r.sessions[b].transcript.append(("auth super", r.sessions[b].auth("digest", b"super:test")))
+        r.op(b, "super reads private", w.GET_DATA, w.path_watch("/private"), data_stat)
+        c = r.session()
+        r.sessions[c].transcript.append(("bad auth", r.sessions[c].auth("nosuch", b"x")))
+
+    run_both(apache_zk, corral_like_apache, script)
+
+
+def test_containers_ttl_and_3_6_reads(apache_zk, corral_like_apache):
+    def script(r):
+        a = r.session()
+        r.op(a, "container", w.CREATE_CONTAINER, w.create_body("/box", b"", flags=4), path_stat)
+        r.op(a, "container via create", w.CREATE, w.create_body("/box2", b"", flags=4), path_only)
+        r.op(a, "ttl", w.CREATE_TTL, w.create_body("/ttl", b"t", flags=5, ttl=100000), path_stat)
+        r.op(a, "ttl sequential", w.CREATE_TTL, w.create_body("/ttls-", b"", flags=6, ttl=100000), path_stat)
+        r.op(a, "ttl zero", w.CREATE_TTL, w.create_body("/ttl0", b"", flags=5, ttl=0), path_stat)
+        r.op(a, "ttl with persistent flags", w.CREATE_TTL, w.create_body("/ttl1", b"", flags=0, ttl=1000), path_stat)
+        r.op(a, "ttl flags via create2", w.CREATE2, w.create_body("/ttl2", b"", flags=5), path_stat)
+        r.op(a, "child in container", w.CREATE, w.create_body("/box/a", b"x"), path_only)
+        r.op(a, "eph", w.CREATE, w.create_body("/box/e", b"", flags=1), path_only)
+        r.op(a, "ephemerals", w.GET_EPHEMERALS, bytes(w.Writer().str("/").b), strings)
+        r.op(a, "ephemerals prefix", w.GET_EPHEMERALS, bytes(w.Writer().str("/box/e").b), strings)
+        r.op(a, "all children", w.GET_ALL_CHILDREN_NUMBER, bytes(w.Writer().str("/").b), int_body)
+        r.op(a, "all children box", w.GET_ALL_CHILDREN_NUMBER, bytes(w.Writer().str("/box").b), int_body)
+        r.op(a, "multiRead", w.MULTI_READ, w.multi_body([
+            (w.GET_DATA, w.path_watch("/box/a")), (w.GET_CHILDREN, w.path_watch("/box")),
+            (w.GET_DATA, w.path_watch("/nope"))]), multi)
+        r.op(a, "addWatch", w.ADD_WATCH, bytes(w.Writer().str("/box").int(1).b), int_body)
+        r.op(a, "checkWatches any", w.CHECK_WATCHES, bytes(w.Writer().str("/box").int(3).b))
+        r.op(a, "checkWatches data (none)", w.CHECK_WATCHES, bytes(w.Writer().str("/ttl").int(2).b))
+        r.op(a, "data watch", w.GET_DATA, w.path_watch("/ttl", True), data_stat)
+        r.op(a, "removeWatches data", w.REMOVE_WATCHES, bytes(w.Writer().str("/ttl").int(2).b))
+        r.op(a, "removeWatches data again", w.REMOVE_WATCHES, bytes(w.Writer().str("/ttl").int(2).b))
+        r.op(a, "removeWatches any", w.REMOVE_WATCHES, bytes(w.Writer().str("/box").int(3).b))
+        r.op(a, "set under recursive (removed)", w.SET_DATA, bytes(w.Writer().str("/box/a").buf(b"y").int(-1).b), stat)
+
+    run_both(apache_zk, corral_like_apache, script)
+
+
+def test_a_read_only_capable_client_on_a_read_write_server(apache_zk, corral_like_apache):
+    # A client that accepts read-only servers is served normally, and told the
+    # server is read-write (the last byte of the ConnectResponse).
+    for hosts in (apache_zk.hosts, corral_like_apache.hosts):
+        host, port = hosts.split(":")
+        s = w.Session(host, int(port), 10000)
+        s.sock.close()
+        import socket as so
+        import struct as st
+        sock = so.create_connection((host, int(port)), timeout=10)
+        body = bytes(w.Writer().int(0).long(0).int(10000).long(0).buf(b"\0" * 16).bool(True).b)
+        sock.sendall(st.pack(">i", len(body)) + body)
+        n = st.unpack(">i", sock.recv(4))[0]
+        resp = sock.recv(n)
+        assert len(resp) == 37 and resp[-1] == 0, (hosts, resp)
+        assert st.unpack(">i", resp[4:8])[0] == 10000
+        sock.close()

@@ -12,6 +12,8 @@ import time
 
 CREATE, DELETE, EXISTS, GET_DATA, SET_DATA, GET_ACL, SET_ACL, GET_CHILDREN = 1, 2, 3, 4, 5, 6, 7, 8
 SYNC, PING, GET_CHILDREN2, CHECK, MULTI, CREATE2 = 9, 11, 12, 13, 14, 15
+CHECK_WATCHES, REMOVE_WATCHES, CREATE_CONTAINER, CREATE_TTL, MULTI_READ = 17, 18, 19, 21, 22
+GET_EPHEMERALS, GET_ALL_CHILDREN_NUMBER, ADD_WATCH, WHO_AM_I = 103, 104, 106, 107
 CLOSE_SESSION = -11
 
 OPEN_ACL = [(31, "world", "anyone")]
@@ -166,6 +168,16 @@ class Session:
                 raise AssertionError("reply xid %d, expected %d" % (f[0], xid))
             return f
 
+    def auth(self, scheme, auth):
+        """addauth: xid -4; returns the reply's error code."""
+        self.send(100, bytes(Writer().int(0).str(scheme).buf(auth).b), xid=-4)
+        while True:
+            f = self.recv_frame()
+            if f is None:
+                return None
+            if f[0] == -4:
+                return f[2]
+
     def wait_events(self, seconds=0.3):
         """Collects events for a while (pings keep the session alive)."""
         end = time.time() + seconds
@@ -192,8 +204,11 @@ class Session:
         self.closed = True
 
 
-def create_body(path, data=b"", flags=0, acl=OPEN_ACL):
-    return bytes(Writer().str(path).buf(data).acl(acl).int(flags).b)
+def create_body(path, data=b"", flags=0, acl=OPEN_ACL, ttl=None):
+    w = Writer().str(path).buf(data).acl(acl).int(flags)
+    if ttl is not None:
+        w.long(ttl)
+    return bytes(w.b)
 
 
 def path_watch(path, watch=False):
@@ -211,6 +226,7 @@ def multi_body(ops):
 
 
 def decode_multi(body):
+    """Write-multi and multiRead results."""
     r = Reader(body)
     out = []
     while True:
@@ -229,6 +245,10 @@ def decode_multi(body):
             out.append(("delete",))
         elif kind == CHECK:
             out.append(("check",))
+        elif kind == GET_DATA:
+            out.append(("getData", r.buf(), r.stat()))
+        elif kind == GET_CHILDREN:
+            out.append(("getChildren", sorted(r.strings())))
         else:
             raise ValueError("multi result type %d" % kind)
 

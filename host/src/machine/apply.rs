@@ -20,8 +20,8 @@ use crate::proto::op;
 use crate::proto::request::{CreateRequest, MultiOp};
 use crate::proto::response::EventType;
 use crate::tree::{
-    self, CONTAINER_OWNER, EPHEMERALS, NODES, Node, Owner, RecordKind, SESSIONS, Scope, Session, StoreError, TOKENS,
-    TTL_OWNER_MASK, Token, path,
+    self, CONTAINER_OWNER, EPHEMERALS, NODES, Node, Owner, REAPABLE, RecordKind, SESSIONS, Scope, Session, StoreError,
+    TOKENS, TTL_OWNER_MASK, Token, path,
 };
 
 /// Largest TTL ZooKeeper accepts: 2^40 - 1 ms.
@@ -35,6 +35,7 @@ pub struct Tables<'t> {
     pub nodes: Table<'t, &'static [u8], &'static [u8]>,
     pub sessions: Table<'t, u64, &'static [u8]>,
     pub ephemerals: Table<'t, &'static [u8], ()>,
+    pub reapable: Table<'t, &'static [u8], ()>,
     pub tokens: Table<'t, &'static str, &'static [u8]>,
 }
 
@@ -44,6 +45,7 @@ impl<'t> Tables<'t> {
             nodes: txn.open_table(NODES)?,
             sessions: txn.open_table(SESSIONS)?,
             ephemerals: txn.open_table(EPHEMERALS)?,
+            reapable: txn.open_table(REAPABLE)?,
             tokens: txn.open_table(TOKENS)?,
         })
     }
@@ -84,6 +86,9 @@ impl<'t> Tables<'t> {
                 meta.ephemeral_count -= 1;
                 self.ephemerals.remove(tree::ephemeral_key(session, p).as_slice())?;
             }
+            if old.is_reapable() {
+                self.reapable.remove(key.as_slice())?;
+            }
         }
         match new {
             Some(node) => {
@@ -95,6 +100,9 @@ impl<'t> Tables<'t> {
                 if let Some(session) = node.session_owner() {
                     meta.ephemeral_count += 1;
                     self.ephemerals.insert(tree::ephemeral_key(session, p).as_slice(), ())?;
+                }
+                if node.is_reapable() {
+                    self.reapable.insert(key.as_slice(), ())?;
                 }
             }
             None => {
@@ -276,6 +284,10 @@ impl Apply<'_, '_> {
                 let result = self.write(*session, identity, write)?;
                 Ok((Reply::Write(result), None))
             }
+            Op::Reap { path, never_used_ms } => {
+                self.reap(path, *never_used_ms)?;
+                Ok((Reply::None, None))
+            }
             Op::CreateToken { hash, name, scopes, identity } => {
                 let result = match self.check_admin(identity)? {
                     Err(e) => Err(e),
@@ -310,6 +322,25 @@ impl Apply<'_, '_> {
                 Ok((Reply::Write(result), None))
             }
         }
+    }
+
+    /// Deletes a container that is empty and has had children (or was never
+    /// used for `never_used_ms`), or a TTL node that is empty and unchanged
+    /// for its TTL, judged by this entry's time. Otherwise nothing.
+    fn reap(&mut self, p: &str, never_used_ms: Option<i64>) -> Result<(), StoreError> {
+        let Some(node) = tree::get_node(&self.tables.nodes, p)? else { return Ok(()) };
+        let idle = self.time - node.mtime;
+        let due = node.num_children == 0
+            && match node.ttl_ms() {
+                Some(ttl) => idle > ttl,
+                None => node.is_container() && (node.child_creations != 0 || never_used_ms.is_some_and(|n| idle > n)),
+            };
+        if due {
+            let mut staged = Staged::default();
+            self.remove_node(&mut staged, p)?;
+            self.commit(staged)?;
+        }
+        Ok(())
     }
 
     /// For admin API requests: `NoAuth` unless the request's token still
@@ -380,6 +411,7 @@ impl Apply<'_, '_> {
             Write::SetData { path, data, version } => self.set_data(&mut staged, who, path, data, *version),
             Write::SetAcl { path, acl, version } => self.set_acl(&mut staged, who, path, acl, *version),
             Write::Sync { path } => Ok(WriteResult::Synced { path: path.clone() }),
+            Write::DeleteContainer { path } => self.delete_container(&mut staged, who, path),
             Write::Multi(ops) => self.multi(&mut staged, session, who, ops),
         };
         match result {
@@ -465,17 +497,17 @@ impl Apply<'_, '_> {
         req: &CreateRequest,
     ) -> Result<WriteResult, Fail> {
         let mode = CreateMode::from_flags(req.flags).ok_or(ErrorCode::BadArguments)?;
+        // ZooKeeper's validateCreateRequest: TTL modes need extended types
+        // and a TTL in range; a TTL with any other mode is refused. Only
+        // createTTL carries a TTL; the others count as -1.
         if mode.is_ttl() || opcode == op::CREATE_TTL {
             if !self.config().is_some_and(|c| c.extended_types) {
                 return Err(ErrorCode::Unimplemented.into());
             }
-            let ttl = req.ttl.unwrap_or(0);
-            if !mode.is_ttl() || opcode != op::CREATE_TTL || !(1..=MAX_TTL_MS).contains(&ttl) {
+            let ttl = if opcode == op::CREATE_TTL { req.ttl.unwrap_or(0) } else { -1 };
+            if mode.is_ttl() != (1..=MAX_TTL_MS).contains(&ttl) || (!mode.is_ttl() && ttl >= 0) {
                 return Err(ErrorCode::BadArguments.into());
             }
-        }
-        if (mode == CreateMode::Container) != (opcode == op::CREATE_CONTAINER) {
-            return Err(ErrorCode::BadArguments.into());
         }
         if req.path.contains('\0') {
             return Err(ErrorCode::BadArguments.into());
@@ -545,6 +577,23 @@ impl Apply<'_, '_> {
         let node = self.get(staged, p)?.ok_or(ErrorCode::NoNode)?;
         if version != -1 && version != node.version {
             return Err(ErrorCode::BadVersion.into());
+        }
+        if node.num_children > 0 {
+            return Err(ErrorCode::NotEmpty.into());
+        }
+        self.remove_node(staged, p)?;
+        Ok(WriteResult::Deleted)
+    }
+
+    /// `deleteContainer`: an empty container only.
+    fn delete_container(&mut self, staged: &mut Staged, who: &Identity, p: &str) -> Result<WriteResult, Fail> {
+        path::validate(p).map_err(|_| ErrorCode::BadArguments)?;
+        let (parent_path, _) = path::split(p).ok_or(ErrorCode::BadArguments)?;
+        let parent = self.get(staged, parent_path)?.ok_or(ErrorCode::NoNode)?;
+        acl::check(&parent.acl, who, perms::DELETE)?;
+        let node = self.get(staged, p)?.ok_or(ErrorCode::NoNode)?;
+        if !node.is_container() {
+            return Err(ErrorCode::BadArguments.into());
         }
         if node.num_children > 0 {
             return Err(ErrorCode::NotEmpty.into());

@@ -86,6 +86,11 @@ pub enum Op {
     /// A client write, run as `session`. Admin API writes may have none;
     /// they cannot create ephemerals then.
     Write { session: Option<i64>, identity: Identity, write: Write },
+    /// The leader found a container or TTL node that may be due for
+    /// deletion; apply re-checks with the entry's time and deletes it if so.
+    /// `never_used_ms`, if set, also reaps containers that never had a
+    /// child and were not changed for that long.
+    Reap { path: String, never_used_ms: Option<i64> },
     /// A new admin API token.
     CreateToken { hash: [u8; 32], name: String, scopes: Vec<Scope>, identity: Identity },
     /// Revokes the token with this id.
@@ -120,6 +125,10 @@ pub enum Write {
     Sync {
         path: String,
     },
+    /// `deleteContainer`: deletes an empty container.
+    DeleteContainer {
+        path: String,
+    },
 }
 
 impl fmt::Display for Command {
@@ -132,6 +141,7 @@ impl fmt::Display for Command {
             Op::ResumeSession { session } => write!(f, "resumeSession(0x{session:x})"),
             Op::CloseSession { session } => write!(f, "closeSession(0x{session:x})"),
             Op::ExpireSession { session } => write!(f, "expireSession(0x{session:x})"),
+            Op::Reap { path, .. } => write!(f, "reap {path:?}"),
             Op::CreateToken { name, .. } => write!(f, "createToken({name:?})"),
             Op::RevokeToken { id, .. } => write!(f, "revokeToken({id})"),
             Op::Write { session, write, .. } => {
@@ -143,6 +153,7 @@ impl fmt::Display for Command {
                     Write::SetAcl { path, .. } => format!("setACL {path:?}"),
                     Write::Multi(ops) => format!("multi of {}", ops.len()),
                     Write::Sync { path } => format!("sync {path:?}"),
+                    Write::DeleteContainer { path } => format!("deleteContainer {path:?}"),
                 };
                 write!(f, "0x{session:x}: {what}")
             }

@@ -356,6 +356,18 @@ impl ReadView {
         Ok(self.txn.open_table(tree::EPHEMERALS)?)
     }
 
+    /// A table that may not exist yet in an older file.
+    pub(crate) fn txn_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        def: redb::TableDefinition<K, V>,
+    ) -> Option<Result<ReadOnlyTable<K, V>, StoreError>> {
+        match self.txn.open_table(def) {
+            Ok(t) => Some(Ok(t)),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => Some(Err(e.into())),
+        }
+    }
+
     pub fn tokens(&self) -> Result<ReadOnlyTable<&'static str, &'static [u8]>, StoreError> {
         Ok(self.txn.open_table(tree::TOKENS)?)
     }

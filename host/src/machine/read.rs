@@ -165,4 +165,37 @@ impl ReadView {
         }
         Ok(Ok(out))
     }
+
+    /// Containers and TTL nodes that look due for deletion at `now_ms`, at
+    /// most `limit`. The leader proposes a reap for each; apply decides.
+    pub fn reap_candidates(
+        &self,
+        now_ms: i64,
+        never_used_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let table = match self.txn_table(tree::REAPABLE) {
+            Some(t) => t?,
+            None => return Ok(Vec::new()),
+        };
+        let mut out = Vec::new();
+        for item in table.iter()? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = item?;
+            let Some(v) = self.nodes.get(k.value())? else { continue };
+            let node = Node::decode(v.value()).map_err(|err| StoreError::Corrupt { what: "node", err })?;
+            let idle = now_ms - node.mtime;
+            let due = node.num_children == 0
+                && match node.ttl_ms() {
+                    Some(ttl) => idle > ttl,
+                    None => node.child_creations != 0 || never_used_ms.is_some_and(|n| idle > n),
+                };
+            if due {
+                out.push(path::from_key(k.value()));
+            }
+        }
+        Ok(out)
+    }
 }

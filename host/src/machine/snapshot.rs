@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::{Meta, ReadView};
-use crate::tree::{self, Digest, EPHEMERALS, EVENTS, META, NODES, Node, RecordKind, SESSIONS, StoreError, TOKENS};
+use crate::tree::{
+    self, Digest, EPHEMERALS, EVENTS, META, NODES, Node, REAPABLE, RecordKind, SESSIONS, StoreError, TOKENS,
+};
 
 const MAGIC: &[u8; 16] = b"CORRAL-SNAPSHOT\x01";
 /// No record is larger than a node with 1 GiB of data.
@@ -155,6 +157,7 @@ pub fn install(db: &Database, src: &mut dyn Read) -> Result<Meta, SnapshotError>
     txn.set_durability(Durability::Immediate).map_err(StoreError::from)?;
     txn.delete_table(NODES).map_err(StoreError::from)?;
     txn.delete_table(EPHEMERALS).map_err(StoreError::from)?;
+    txn.delete_table(REAPABLE).map_err(StoreError::from)?;
     txn.delete_table(SESSIONS).map_err(StoreError::from)?;
     txn.delete_table(TOKENS).map_err(StoreError::from)?;
     // The event history describes the replaced state's past: drop it.
@@ -165,6 +168,7 @@ pub fn install(db: &Database, src: &mut dyn Read) -> Result<Meta, SnapshotError>
         let mut node_table = txn.open_table(NODES).map_err(StoreError::from)?;
         let mut session_table = txn.open_table(SESSIONS).map_err(StoreError::from)?;
         let mut ephemerals = txn.open_table(EPHEMERALS).map_err(StoreError::from)?;
+        let mut reapable = txn.open_table(REAPABLE).map_err(StoreError::from)?;
         let mut token_table = txn.open_table(TOKENS).map_err(StoreError::from)?;
         let mut last_key: Option<Vec<u8>> = None;
         let mut last_session: Option<u64> = None;
@@ -179,6 +183,9 @@ pub fn install(db: &Database, src: &mut dyn Read) -> Result<Meta, SnapshotError>
                     if let Some(s) = node.session_owner() {
                         let p = tree::path::from_key(&key);
                         ephemerals.insert(tree::ephemeral_key(s, &p).as_slice(), ()).map_err(StoreError::from)?;
+                    }
+                    if node.is_reapable() {
+                        reapable.insert(key.as_slice(), ()).map_err(StoreError::from)?;
                     }
                     digest.add(RecordKind::Node, &key, &value);
                     node_table.insert(key.as_slice(), value.as_slice()).map_err(StoreError::from)?;

@@ -125,8 +125,11 @@ pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request), RequestE
     let mut r = Reader::new(frame);
     let header =
         RequestHeader { xid: r.i32().map_err(RequestError::Header)?, opcode: r.i32().map_err(RequestError::Header)? };
+    // An unknown opcode's body is not read: it is refused as unknown.
     let body = decode_body(header, &mut r).and_then(|req| {
-        r.finish()?;
+        if req.is_some() {
+            r.finish()?;
+        }
         Ok(req)
     });
     match body {

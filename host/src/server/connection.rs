@@ -233,7 +233,7 @@ impl Conn {
             return Ok(false);
         }
         if let Some(word) = four_letter_word(&self.inbuf[..4]) {
-            let text = fourlw::answer(&self.shared, word);
+            let text = fourlw::answer(&self.shared, word).await;
             self.wr.write_all(text.as_bytes()).await?;
             self.wr.shutdown().await?;
             return Ok(false);
@@ -359,7 +359,7 @@ impl Conn {
         let session = self.session;
         let write = |w: Write| Op::Write { session: Some(session), identity: self.identity.clone(), write: w };
         let work = match req {
-            Request::Auth { scheme, auth } => return self.auth(&scheme, &auth).await,
+            Request::Auth { scheme, auth } => return self.auth(xid, &scheme, &auth).await,
             Request::Check { .. } => Work::Fail { xid, code: ErrorCode::Unimplemented },
             Request::Create { opcode: op_code, req } => Work::Write {
                 xid,
@@ -407,6 +407,9 @@ impl Conn {
                 write: Some(Op::CloseSession { session: self.session }),
                 started,
             },
+            Request::DeleteContainer { path } => {
+                Work::Write { xid, opcode, ops: vec![], write: Some(write(Write::DeleteContainer { path })), started }
+            }
             req => Work::Read { xid, opcode, req, started },
         };
         self.enqueue(work).await
@@ -549,7 +552,7 @@ impl Conn {
 
     /// `addauth`: answered at once, not queued, so that the identity of
     /// every later request includes it.
-    async fn auth(&mut self, scheme: &str, auth: &[u8]) -> Result<(), ConnError> {
+    async fn auth(&mut self, xid: i32, scheme: &str, auth: &[u8]) -> Result<(), ConnError> {
         let ok = match scheme {
             "digest" => match std::str::from_utf8(auth) {
                 Ok(user_password) if user_password.contains(':') => {
@@ -573,10 +576,11 @@ impl Conn {
         };
         if ok {
             *self.stats.identity.lock() = self.identity.clone();
-            put_reply(&mut self.out, xid::AUTH, 0, Ok(&Response::Empty));
+            // The reply echoes the request's xid: -4 from most clients.
+            put_reply(&mut self.out, xid, 0, Ok(&Response::Empty));
         } else {
             tracing::info!(conn = self.id, scheme, "authentication failed");
-            put_reply(&mut self.out, xid::AUTH, 0, Err(ErrorCode::AuthFailed.code()));
+            put_reply(&mut self.out, xid, 0, Err(ErrorCode::AuthFailed.code()));
             self.closing = Some("authentication failed");
         }
         Ok(())
@@ -673,6 +677,10 @@ fn read_one(
         }
         Request::GetChildren { path, watch: w } | Request::GetChildren2 { path, watch: w } => {
             let r = view.get_children(path, &ctx.identity)?;
+            if r.as_ref().is_ok_and(|(c, _)| c.len() > shared.config.max_children_listed as usize) {
+                tracing::info!(conn = ctx.conn, path = ?path, "getChildren refused: over max_children_listed");
+                return Ok(Err(ErrorCode::BadArguments));
+            }
             if *w && r.is_ok() {
                 watch(WatchKind::Child, path);
             }
@@ -747,6 +755,11 @@ fn read_one(
             };
             if found { Ok(Response::Empty) } else { Err(ErrorCode::NoWatcher) }
         }
+        // Membership changes arrive with the cluster; a one-member cluster
+        // answers as a standalone ZooKeeper does.
+        Request::Reconfig { .. } => Err(ErrorCode::ReconfigDisabled),
+        // No SASL mechanism is configured.
+        Request::Sasl { .. } => Err(ErrorCode::Unimplemented),
         _ => Err(ErrorCode::Unimplemented),
     })
 }
@@ -764,23 +777,28 @@ fn set_watches(
 ) -> Result<(), StoreError> {
     let rel = w.relative_zxid;
     let mut watches = shared.dispatch.watches.lock();
+    // Catch-up events, like every event, go only to callers that may READ
+    // the node: a replayed watch must not reveal what a getData could not.
+    let readable = |n: &crate::tree::Node| acl::allowed(&n.acl, &ctx.identity, perms::READ);
     for path in &w.data {
         match view.node(path)? {
             None => put_notification(out, zxid, EventType::NodeDeleted, path),
-            Some(n) if n.mzxid > rel => put_notification(out, zxid, EventType::NodeDataChanged, path),
+            Some(n) if n.mzxid > rel && readable(&n) => put_notification(out, zxid, EventType::NodeDataChanged, path),
             Some(_) => watches.add(WatchKind::Data, path, ctx.conn),
         }
     }
     for path in &w.exist {
         match view.node(path)? {
-            Some(_) => put_notification(out, zxid, EventType::NodeCreated, path),
-            None => watches.add(WatchKind::Data, path, ctx.conn),
+            Some(n) if readable(&n) => put_notification(out, zxid, EventType::NodeCreated, path),
+            _ => watches.add(WatchKind::Data, path, ctx.conn),
         }
     }
     for path in &w.child {
         match view.node(path)? {
             None => put_notification(out, zxid, EventType::NodeDeleted, path),
-            Some(n) if n.pzxid > rel => put_notification(out, zxid, EventType::NodeChildrenChanged, path),
+            Some(n) if n.pzxid > rel && readable(&n) => {
+                put_notification(out, zxid, EventType::NodeChildrenChanged, path)
+            }
             Some(_) => watches.add(WatchKind::Child, path, ctx.conn),
         }
     }

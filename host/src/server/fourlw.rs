@@ -6,8 +6,11 @@
 //! allowlist are answered; the others get ZooKeeper's refusal text.
 
 use openraft::async_runtime::WatchReceiver;
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use super::Shared;
 
@@ -18,9 +21,20 @@ pub fn zookeeper_version() -> String {
 }
 
 /// The text answering `word`.
-pub fn answer(s: &Shared, word: &str) -> String {
+pub async fn answer(s: &Arc<Shared>, word: &str) -> String {
     if !s.config.four_letter_words.iter().any(|w| w == word || w == "*") {
         return format!("{word} is not executed because it is not in the whitelist.\n");
+    }
+    if matches!(word, "cons" | "dump" | "wchc" | "wchp") {
+        let interval = Duration::from_millis(s.config.four_letter_dump_interval_ms);
+        let mut last = s.last_dump.lock();
+        if last.is_some_and(|t| t.elapsed() < interval) {
+            return format!(
+                "{word} is rate limited: at most one dump every {} ms, try again later.\n",
+                interval.as_millis()
+            );
+        }
+        *last = Some(Instant::now());
     }
     match word {
         "ruok" => "imok".into(),
@@ -57,10 +71,81 @@ pub fn answer(s: &Shared, word: &str) -> String {
             s.stats.reset();
             "Server stats reset.\n".into()
         }
-        "crst" => "Connection stats reset.\n".into(),
+        "crst" => {
+            s.dispatch.for_each_conn(|_, c| {
+                c.stats.received.store(0, Ordering::Relaxed);
+                c.stats.sent.store(0, Ordering::Relaxed);
+            });
+            "Connection stats reset.\n".into()
+        }
+        "wchc" => {
+            let sessions = session_of_conns(s);
+            let mut out = String::new();
+            for (conn, paths) in s.dispatch.watches.lock().by_connection() {
+                let _ = writeln!(out, "0x{:x}", sessions.get(&conn).copied().unwrap_or(0));
+                for p in paths {
+                    let _ = writeln!(out, "\t{p}");
+                }
+            }
+            out.push('\n');
+            out
+        }
+        "wchp" => {
+            let sessions = session_of_conns(s);
+            let mut out = String::new();
+            for (p, conns) in s.dispatch.watches.lock().by_path() {
+                let _ = writeln!(out, "{p}");
+                for c in conns {
+                    let _ = writeln!(out, "\t0x{:x}", sessions.get(&c).copied().unwrap_or(0));
+                }
+            }
+            out.push('\n');
+            out
+        }
+        "dump" => dump(s).await,
         "gtmk" => "0\n".into(),
         _ => format!("{word} is not supported by Corral.\n"),
     }
+}
+
+fn session_of_conns(s: &Shared) -> HashMap<u64, i64> {
+    let mut out = HashMap::new();
+    s.dispatch.for_each_conn(|id, c| {
+        out.insert(id, c.stats.session.load(Ordering::Relaxed));
+    });
+    out
+}
+
+/// `dump`: sessions with their timeouts, and their ephemerals.
+async fn dump(s: &Arc<Shared>) -> String {
+    let state = s.state.clone();
+    let read = tokio::task::spawn_blocking(move || -> Result<_, crate::tree::StoreError> {
+        let view = state.read_ungated()?;
+        let mut out = Vec::new();
+        for (id, session) in view.all_sessions()? {
+            out.push((id, session.timeout_ms, view.ephemerals_of(id, "/")?));
+        }
+        Ok(out)
+    })
+    .await;
+    let sessions = match read {
+        Ok(Ok(x)) => x,
+        _ => return "dump failed: could not read the state\n".into(),
+    };
+    let mut out = format!("SessionTracker dump:\nSession Sets ({}):\n", sessions.len());
+    for (id, timeout, _) in &sessions {
+        let _ = writeln!(out, "\t0x{id:x} (timeout {timeout} ms)");
+    }
+    let with = sessions.iter().filter(|(_, _, e)| !e.is_empty()).count();
+    let _ = writeln!(out, "ephemeral nodes dump:\nSessions with Ephemerals ({with}):");
+    for (id, _, ephemerals) in sessions.iter().filter(|(_, _, e)| !e.is_empty()) {
+        let _ = writeln!(out, "0x{id:x}:");
+        for p in ephemerals {
+            let _ = writeln!(out, "\t{p}");
+        }
+    }
+    let _ = writeln!(out, "Connections dump:\nConnections Sets ({}):", s.dispatch.connection_count());
+    out
 }
 
 fn dir_size(p: &std::path::Path) -> u64 {

@@ -130,6 +130,8 @@ pub struct Shared {
     boot: u64,
     next_conn: AtomicU64,
     ready: std::sync::atomic::AtomicBool,
+    /// When the last expensive four-letter word ran.
+    pub last_dump: Mutex<Option<Instant>>,
 }
 
 impl Shared {
@@ -231,6 +233,7 @@ impl Node {
             boot: rand::random::<u32>() as u64,
             next_conn: AtomicU64::new(1),
             ready: std::sync::atomic::AtomicBool::new(false),
+            last_dump: Mutex::new(None),
         });
         Ok(Node { shared, shutdown: CancellationToken::new(), tasks: Vec::new() })
     }
@@ -296,6 +299,7 @@ impl Node {
         let local = listener.local_addr().map_err(|err| StartError::Listen { addr: addr.to_string(), err })?;
         self.tasks.push(tokio::spawn(accept_loop(s.clone(), listener, self.shutdown.clone())));
         self.tasks.push(tokio::spawn(expiry_loop(s.clone(), self.shutdown.clone())));
+        self.tasks.push(tokio::spawn(reap_loop(s.clone(), self.shutdown.clone())));
         s.ready.store(true, Ordering::Release);
         tracing::info!(%local, "serving ZooKeeper clients");
         Ok(local)
@@ -364,6 +368,47 @@ async fn expiry_loop(s: Arc<Shared>, stop: CancellationToken) {
             let cmd = Command { time_ms: now_ms(), origin: None, op: Op::ExpireSession { session } };
             if s.raft.client_write_ff(cmd, None).await.is_err() {
                 s.dispatch.liveness.unmark(session);
+            }
+        }
+    }
+}
+
+/// On the leader, proposes the deletion of containers that became empty and
+/// of expired TTL nodes, at most `container_max_per_minute` a minute. Apply
+/// re-checks each with the entry's time, so a node touched meanwhile stays.
+async fn reap_loop(s: Arc<Shared>, stop: CancellationToken) {
+    let c = &s.config;
+    let mut tick = tokio::time::interval(Duration::from_millis(c.container_check_interval_ms));
+    let never_used = (c.container_max_never_used_ms > 0).then_some(c.container_max_never_used_ms as i64);
+    let per_check = (c.container_max_per_minute as u64 * c.container_check_interval_ms / 60_000).max(1) as usize;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if !s.raft.is_leader() {
+            continue;
+        }
+        let state = s.state.clone();
+        let now = now_ms();
+        let found =
+            tokio::task::spawn_blocking(move || state.read_ungated()?.reap_candidates(now, never_used, per_check))
+                .await;
+        let paths = match found {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                tracing::error!("looking for containers and TTL nodes to delete: {e}");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!("reaper task: {e}");
+                continue;
+            }
+        };
+        for path in paths {
+            let cmd = Command { time_ms: now_ms(), origin: None, op: Op::Reap { path, never_used_ms: never_used } };
+            if s.raft.client_write_ff(cmd, None).await.is_err() {
+                break;
             }
         }
     }

@@ -7,6 +7,7 @@
 //! | `nodes`      | [`path::key`] of the path   | [`Node`] (stat, ACL, data)          |
 //! | `sessions`   | session id                  | [`Session`] (timeout, owner)        |
 //! | `ephemerals` | session id ++ path          | `()`: an index over `nodes`         |
+//! | `reapable`   | [`path::key`] of the path   | `()`: the container and TTL nodes   |
 //! | `tokens`     | token id                    | the admin API token (hash, scopes)  |
 //! | `meta`       | `"meta"`                    | the machine's `Meta` record         |
 //!
@@ -35,6 +36,7 @@ use crate::proto::data::{Acl, Stat};
 pub const NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("nodes");
 pub const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
 pub const EPHEMERALS: TableDefinition<&[u8], ()> = TableDefinition::new("ephemerals");
+pub const REAPABLE: TableDefinition<&[u8], ()> = TableDefinition::new("reapable");
 pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -79,6 +81,12 @@ impl Node {
 
     pub fn is_ttl(&self) -> bool {
         self.owner != CONTAINER_OWNER && self.owner & TTL_OWNER_MASK == TTL_OWNER_MASK
+    }
+
+    /// Containers and TTL nodes: the server deletes them when they are
+    /// empty (and, for TTL nodes, untouched for their TTL).
+    pub fn is_reapable(&self) -> bool {
+        self.is_container() || self.is_ttl()
     }
 
     /// The TTL in ms of a TTL node.
