@@ -17,7 +17,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import socket
 import statistics
 import struct
@@ -29,16 +28,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "tools"))
+sys.path.insert(0, str(ROOT / "bench"))
 from apache_zookeeper import ApacheZooKeeper, free_base  # noqa: E402
+from servers import CORRAL, Corral, CorralCluster, free_port  # noqa: E402
 
-CORRAL = ROOT / "target" / "release" / "corral"
 LOAD_GEN = "/usr/lib/zookeeper/bin/load_gen"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def log(msg):
@@ -69,43 +63,6 @@ def rss_mb(pids):
         with open("/proc/%d/status" % pid) as f:
             total += int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
     return round(total / 1024, 1)
-
-
-class Corral:
-    """A release `corral serve` on fresh ports and a fresh data dir."""
-
-    def __init__(self, workdir, port=None):
-        self.dir = Path(workdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
-        self.http = free_port()
-        self.proc = None
-        self.start()
-
-    @property
-    def hosts(self):
-        return "127.0.0.1:%d" % self.port
-
-    def start(self):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
-        env.update(CORRAL_MAX_CONNECTIONS_PER_IP="0", CORRAL_EXTENDED_TYPES="true", RUST_LOG="warn")
-        cmd = [str(CORRAL), "serve", "--data-dir", str(self.dir / "data"), "--client-addr", self.hosts,
-               "--http-addr", "127.0.0.1:%d" % self.http]
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=open(self.dir / "log", "ab"))
-        while b"serving ZooKeeper clients" not in self.proc.stdout.readline():
-            if self.proc.poll() is not None:
-                raise RuntimeError("corral did not start; see %s/log" % self.dir)
-
-    def pids(self):
-        return [self.proc.pid]
-
-    def kill9(self):
-        self.proc.kill()
-        self.proc.wait()
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(timeout=30)
 
 
 def bench(hosts, label, **kw):
@@ -214,6 +171,7 @@ def main():
         "corral-1": Corral(work / "corral-1"),
         "zookeeper-1": ApacheZooKeeper.standalone(work / "zk-1", free_port(), heap="2g"),
         "zookeeper-3": ApacheZooKeeper.ensemble(work / "zk-3", free_base(), heap="2g"),
+        "corral-3": CorralCluster(work / "corral-3", 3),
     }
     try:
         def run_all(tag, **kw):
@@ -249,7 +207,7 @@ def main():
             log("  %s: %s" % (name, results["load_gen"][name]))
     finally:
         for s in servers.values():
-            s.stop() if isinstance(s, ApacheZooKeeper) else s.kill9()
+            s.stop()
 
     log("memory: RSS with 100,000 znodes of 1 KiB")
     n = 10000 if q else 100000
@@ -310,7 +268,8 @@ def write_report(results, out):
     figs = out.parent / "perf"
     figs.mkdir(parents=True, exist_ok=True)
     (figs / "results.json").write_text(json.dumps(results, indent=1))
-    colors = {"corral-1": "tab:blue", "zookeeper-1": "tab:orange", "zookeeper-3": "tab:green"}
+    colors = {"corral-1": "tab:blue", "zookeeper-1": "tab:orange", "zookeeper-3": "tab:green",
+              "corral-3": "tab:purple"}
     servers = sorted({r["server"] for r in results["runs"]})
 
     pcts = [0, 20, 40, 60, 80, 90, 100]
@@ -367,19 +326,21 @@ def write_report(results, out):
              "forceSync on. Corral is the release build with its defaults.\n")
 
     L.append("## Read/write mixes (1 KiB values, 10,000 keys, 8 requests in flight per session)\n")
-    L.append("| mix | sessions | Corral 1 node ops/s | ZooKeeper 1 node | ratio | ZooKeeper 3 nodes | Corral p99 ms | "
-             "ZooKeeper 1 node p99 | ratio |")
-    L.append("|---|---|---|---|---|---|---|---|---|")
+    L.append("| mix | sessions | Corral 1 node ops/s | ZooKeeper 1 node | ratio | Corral 3 nodes | ZooKeeper 3 nodes "
+             "| ratio | Corral 1 node p99 ms | ZooKeeper 1 node p99 | Corral 3 nodes p99 | ZooKeeper 3 nodes p99 |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for sessions in (1, 16, 256):
         for mix in ("read-heavy", "write-heavy"):
             tag = "%s %d sessions" % (mix, sessions)
-            c, z, z3 = by(results, "corral-1", tag), by(results, "zookeeper-1", tag), by(results, "zookeeper-3", tag)
-            L.append("| %s | %d | %.0f | %.0f | %s | %.0f | %.2f | %.2f | %s |" % (
+            c, z = by(results, "corral-1", tag), by(results, "zookeeper-1", tag)
+            c3, z3 = by(results, "corral-3", tag), by(results, "zookeeper-3", tag)
+            L.append("| %s | %d | %.0f | %.0f | %s | %.0f | %.0f | %s | %.2f | %.2f | %.2f | %.2f |" % (
                 mix, sessions, c["ops_per_sec"], z["ops_per_sec"], ratio(c["ops_per_sec"], z["ops_per_sec"]),
-                z3["ops_per_sec"], c["latency"]["p99"], z["latency"]["p99"],
-                ratio(c["latency"]["p99"], z["latency"]["p99"])))
-    L.append("\nCorral on 3 nodes arrives with the cluster (issue 7); the 3-node ZooKeeper column is the "
-             "reference it will be compared with.\n")
+                c3["ops_per_sec"], z3["ops_per_sec"], ratio(c3["ops_per_sec"], z3["ops_per_sec"]),
+                c["latency"]["p99"], z["latency"]["p99"], c3["latency"]["p99"], z3["latency"]["p99"]))
+    L.append("\nOn 3 nodes, sessions are spread over all members (as `--servers` lists them): reads are served by "
+             "the member a session is on, writes go to the leader (forwarded by followers) and commit on a "
+             "majority.\n")
 
     L.append("## Throughput against the share of reads\n")
     L.append("As in Figure 5 of the ZooKeeper paper (Hunt et al., USENIX ATC 2010), at 16 sessions × 8 in flight.\n")
@@ -396,13 +357,15 @@ def write_report(results, out):
         L.append("![%s](perf/cdf-%s.png)\n" % (tag, tag.replace(" ", "-")))
 
     L.append("## Single operations (16 sessions × 8 in flight)\n")
-    L.append("| operation | Corral ops/s | ZooKeeper 1 node | ratio | ZooKeeper 3 nodes | Corral p99 ms | ZooKeeper p99 |")
-    L.append("|---|---|---|---|---|---|---|")
+    L.append("| operation | Corral ops/s | ZooKeeper 1 node | ratio | Corral 3 nodes | ZooKeeper 3 nodes | ratio "
+             "| Corral p99 ms | ZooKeeper p99 |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
     for wl in ("create", "set", "get", "exists", "children", "multi", "churn"):
-        c, z, z3 = by(results, "corral-1", wl), by(results, "zookeeper-1", wl), by(results, "zookeeper-3", wl)
-        L.append("| %s | %.0f | %.0f | %s | %.0f | %.2f | %.2f |" % (
-            wl, c["ops_per_sec"], z["ops_per_sec"], ratio(c["ops_per_sec"], z["ops_per_sec"]), z3["ops_per_sec"],
-            c["latency"]["p99"], z["latency"]["p99"]))
+        c, z = by(results, "corral-1", wl), by(results, "zookeeper-1", wl)
+        c3, z3 = by(results, "corral-3", wl), by(results, "zookeeper-3", wl)
+        L.append("| %s | %.0f | %.0f | %s | %.0f | %.0f | %s | %.2f | %.2f |" % (
+            wl, c["ops_per_sec"], z["ops_per_sec"], ratio(c["ops_per_sec"], z["ops_per_sec"]), c3["ops_per_sec"],
+            z3["ops_per_sec"], ratio(c3["ops_per_sec"], z3["ops_per_sec"]), c["latency"]["p99"], z["latency"]["p99"]))
     L.append("\n`children` lists a node with 50 children; `multi` is a check and two setData; `churn` is one "
              "cycle of open session, create an ephemeral, close session.\n")
 
@@ -435,6 +398,23 @@ def write_report(results, out):
     c, z = results["restart"]["corral-1"], results["restart"]["zookeeper-1"]
     L.append("| kill -9, launch to first served read, %d znodes of 64 B | %.2f s | %.2f s | %s |\n" % (
         c["znodes"], c["seconds"], z["seconds"], ratio(c["seconds"], z["seconds"])))
+    failover = figs / "failover.json"
+    if failover.exists():
+        f = json.loads(failover.read_text())
+        L.append("## Failover\n")
+        L.append("kill -9 of the leader of 3 members, to the first write acknowledged after it (sent after the "
+                 "kill, by a client on a surviving member); the killed member restarts between tries. "
+                 "`bench/failover.py`, separate from this run.\n")
+        L.append("| cluster | tries | median ms | worst ms | best ms |\n|---|---|---|---|---|")
+        for name, r in f.items():
+            L.append("| %s | %d | %.0f | %.0f | %.0f |" % (name, r["tries"], r["median_ms"], r["worst_ms"], r["best_ms"]))
+        L.append("")
+    if (figs / "timeline-5-nodes.png").exists():
+        L.append("## Five members under failures\n")
+        L.append("Throughput over time of a 5-member Corral cluster under constant load while a follower fails "
+                 "and recovers, the leader fails, and two followers fail together (the ZooKeeper paper's Figure 8). "
+                 "`bench/timeline.py`.\n")
+        L.append("![5 members under failures](perf/timeline-5-nodes.png)\n")
     L.append("Raw results: [perf/results.json](perf/results.json).\n")
     out.write_text("\n".join(L))
     log("wrote %s" % out)

@@ -119,6 +119,12 @@ pub struct BenchArgs {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Keep going when a connection breaks (a member failed): the session
+    /// reconnects, with a new session, to the next server in the list, and
+    /// the requests it had in flight count as `connection` errors. Without
+    /// it, a broken connection ends the run. For failure experiments.
+    #[arg(long)]
+    pub reconnect: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -230,7 +236,13 @@ pub struct BenchResult {
     pub delivery: Option<Latency>,
     /// `watch`: when the last watcher of a change got it.
     pub fanout_complete: Option<Latency>,
+    /// Throughput over time: (seconds since the measurement began, ops/s
+    /// answered in the 100 ms before), warm-up excluded.
+    pub timeline: Vec<(f64, f64)>,
 }
+
+/// How often the timeline samples throughput.
+const TIMELINE_STEP: Duration = Duration::from_millis(100);
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid histogram bounds")
@@ -367,12 +379,20 @@ async fn load(args: &BenchArgs, churn: bool) -> Result<BenchResult, BenchError> 
     let measure_start = Instant::now();
     let deadline =
         measure_start + Duration::from_secs_f64(if args.duration > 0.0 { args.duration } else { MAX_SECONDS });
+    let mut timeline = Vec::new();
+    let mut sample = (measure_start, progress.measured.load(Ordering::Relaxed));
     loop {
         let done = args.ops.is_some_and(|n| progress.measured.load(Ordering::Relaxed) >= n);
         if done || Instant::now() >= deadline || progress.lost.load(Ordering::Relaxed) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+        if sample.0.elapsed() >= TIMELINE_STEP {
+            let measured = progress.measured.load(Ordering::Relaxed);
+            let rate = (measured - sample.1) as f64 / sample.0.elapsed().as_secs_f64();
+            sample = (Instant::now(), measured);
+            timeline.push((measure_start.elapsed().as_secs_f64(), rate));
+        }
     }
     progress.phase.store(STOP, Ordering::Release);
     let seconds = measure_start.elapsed().as_secs_f64();
@@ -405,6 +425,7 @@ async fn load(args: &BenchArgs, churn: bool) -> Result<BenchResult, BenchError> 
         cdf: cdf(&total.all),
         delivery: None,
         fanout_complete: None,
+        timeline,
     })
 }
 
@@ -487,37 +508,72 @@ fn record(tally: &mut Tally, progress: &Progress, started: Instant, measured: bo
     progress.measured.fetch_add(1, Ordering::Relaxed);
 }
 
-/// One session keeping `inflight` requests outstanding until STOP.
+/// One session keeping `inflight` requests outstanding until STOP; with
+/// `--reconnect`, over as many connections as failures make it need.
 async fn session(args: &BenchArgs, s: u32, progress: &Progress) -> Result<Tally, BenchError> {
-    let (client, _events) = Client::connect(args.server(s), args.session_timeout_ms).await?;
     let mut rng = SmallRng::seed_from_u64(s as u64);
-    let value = vec![b'x'; args.value_size as usize];
     let mut seq = 0u64;
     let mut tally = Tally::new();
+    let mut server = s;
+    let (mut client, _events) = Client::connect(args.server(server), args.session_timeout_ms).await?;
+    while !connection(args, s, progress, &client, &mut rng, &mut seq, &mut tally).await {
+        if !args.reconnect {
+            progress.lost.store(true, Ordering::Relaxed);
+            return Ok(tally);
+        }
+        // Next server, until one takes a new session or the run stops.
+        loop {
+            if progress.phase.load(Ordering::Acquire) == STOP {
+                return Ok(tally);
+            }
+            server += 1;
+            match Client::connect(args.server(server), args.session_timeout_ms).await {
+                Ok((c, _)) => {
+                    client = c;
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
+    Ok(tally)
+}
+
+/// Runs requests on one connection until STOP (true) or until it breaks
+/// (false).
+async fn connection(
+    args: &BenchArgs,
+    s: u32,
+    progress: &Progress,
+    client: &Client,
+    rng: &mut SmallRng,
+    seq: &mut u64,
+    tally: &mut Tally,
+) -> bool {
+    let value = vec![b'x'; args.value_size as usize];
     let mut inflight = FuturesUnordered::new();
     loop {
         let phase = progress.phase.load(Ordering::Acquire);
         while phase != STOP && inflight.len() < args.inflight as usize {
-            let (req, read) = next_request(args, s, &mut seq, &mut rng, &value);
-            let rx = client.send(&req)?;
+            let (req, read) = next_request(args, s, seq, rng, &value);
+            let Ok(rx) = client.send(&req) else {
+                *tally.errors.entry("connection".into()).or_default() += inflight.len() as u64 + 1;
+                return false;
+            };
             let started = Instant::now();
             let measured = phase == MEASURE;
             inflight.push(async move { (rx.await, started, measured, read) });
         }
-        let Some((reply, started, measured, read)) = inflight.next().await else { break };
+        let Some((reply, started, measured, read)) = inflight.next().await else { return true };
         match reply {
-            Ok(r) => record(&mut tally, progress, started, measured, read, (r.err != 0).then_some(r.err)),
+            Ok(r) => record(tally, progress, started, measured, read, (r.err != 0).then_some(r.err)),
             Err(_) => {
-                *tally.errors.entry("connection".into()).or_default() += 1;
-                progress.lost.store(true, Ordering::Relaxed);
-                break;
+                *tally.errors.entry("connection".into()).or_default() += inflight.len() as u64 + 1;
+                return false;
             }
         }
     }
-    if progress.phase.load(Ordering::Acquire) == STOP {
-        let _ = tokio::time::timeout(Duration::from_secs(5), client.close()).await;
-    }
-    Ok(tally)
 }
 
 /// One loop of open session, create an ephemeral, close, until STOP.
@@ -635,6 +691,7 @@ async fn watch(args: &BenchArgs) -> Result<BenchResult, BenchError> {
         cdf: cdf(&delivery),
         delivery: Some(Latency::of(&delivery)),
         fanout_complete: Some(Latency::of(&complete)),
+        timeline: Vec::new(),
     })
 }
 

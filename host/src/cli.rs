@@ -25,7 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::client::{Client, ClientError};
-use crate::http::admin::{ClusterView, CreatedToken, TokenView};
+use crate::http::admin::{ClusterView, CreatedToken, MemberChange, TokenView};
 use crate::http::tree::{ChildrenPage, Created, NodeView, StatView, Updated};
 use crate::proto::data::Acl;
 use crate::proto::op;
@@ -130,6 +130,19 @@ pub enum TokenCommand {
 pub enum ClusterCommand {
     /// Members, roles, the leader, and how far each member is behind.
     Status,
+    /// Adds a learner (a non-voting member, like a ZooKeeper observer).
+    /// Start the new node first, with its own --node-id and --raft-addr and
+    /// the cluster's secret; this returns once it has caught up.
+    AddLearner {
+        /// The new member's node id.
+        id: u64,
+        /// Its Raft address, host:port.
+        raft_addr: String,
+    },
+    /// Makes a learner a voter.
+    Promote { id: u64 },
+    /// Removes a member (voter or learner).
+    Remove { id: u64 },
 }
 
 /// A failure, with its exit code.
@@ -647,30 +660,48 @@ pub fn cluster(t: Target, cmd: ClusterCommand) -> Result<(), CliError> {
     match cmd {
         ClusterCommand::Status => {
             let c: ClusterView = a.call("GET", "/api/v1/cluster", None)?;
-            if t.json {
-                print_json(&c);
-            } else {
-                println!(
-                    "node {} is {}; leader {}; term {}; committed {}; applied {}",
-                    c.node_id,
-                    c.state,
-                    c.leader.map_or("none".into(), |l| l.to_string()),
-                    c.term,
-                    c.committed_index,
-                    c.applied_index
-                );
-                for m in c.members {
-                    println!(
-                        "  {}\t{}\traft {}\tclients {}\tlag {}",
-                        m.id,
-                        m.role,
-                        if m.raft_addr.is_empty() { "-" } else { &m.raft_addr },
-                        m.client_addr,
-                        m.lag.map_or("-".into(), |l| l.to_string())
-                    );
-                }
-            }
+            print_cluster(&t, &c);
+        }
+        ClusterCommand::AddLearner { id, raft_addr } => {
+            let body = serde_json::json!({ "id": id, "raft_addr": raft_addr });
+            let c: MemberChange = a.call("POST", "/api/v1/cluster/members", Some(body))?;
+            print_cluster(&t, &c.cluster);
+        }
+        ClusterCommand::Promote { id } => {
+            let c: MemberChange = a.call("PUT", &format!("/api/v1/cluster/members/{id}/voter"), None)?;
+            print_cluster(&t, &c.cluster);
+        }
+        ClusterCommand::Remove { id } => {
+            let c: MemberChange = a.call("DELETE", &format!("/api/v1/cluster/members/{id}"), None)?;
+            print_cluster(&t, &c.cluster);
         }
     }
     Ok(())
+}
+
+fn print_cluster(t: &Target, c: &ClusterView) {
+    if t.json {
+        print_json(&c);
+    } else {
+        println!(
+            "node {} is {}; leader {}; term {}; committed {}; applied {}",
+            c.node_id,
+            c.state,
+            c.leader.map_or("none".into(), |l| l.to_string()),
+            c.term,
+            c.committed_index,
+            c.applied_index
+        );
+        for m in &c.members {
+            println!(
+                "  {}\t{}\traft {}\tclients {}\thttp {}\tlag {}",
+                m.id,
+                m.role,
+                m.raft_addr,
+                m.client_addr.as_deref().unwrap_or("-"),
+                m.http_addr.as_deref().unwrap_or("-"),
+                m.lag.map_or("-".into(), |l| l.to_string())
+            );
+        }
+    }
 }

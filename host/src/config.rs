@@ -11,6 +11,7 @@
 //! outcomes, so every member must agree on them; changing them later goes
 //! through the log.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -31,6 +32,24 @@ pub struct Config {
     pub client_addr: SocketAddr,
     /// The admin HTTP API, health and metrics.
     pub http_addr: SocketAddr,
+    /// Where other members reach this one (Raft traffic).
+    pub raft_addr: SocketAddr,
+    /// The members a fresh cluster starts with, as `id=host:port` (their
+    /// Raft addresses); empty for a one-member cluster of this node.
+    pub initial_cluster: Vec<String>,
+    /// Shared by all members: peers that cannot prove they know it are
+    /// refused. Required when there is more than one member.
+    pub cluster_secret: String,
+    /// This node joins a running cluster (it is added with `corral cluster
+    /// add-learner`) instead of starting a new one.
+    pub join: bool,
+    /// The admin token of a new cluster, chosen by the operator (at least
+    /// 24 characters); by default one is generated and printed once.
+    pub initial_admin_token: Option<String>,
+    /// Accept ZooKeeper's `reconfig` opcode (ZooKeeper's
+    /// `reconfigEnabled`). It still needs the superuser or WRITE on
+    /// `/zookeeper/config`.
+    pub reconfig_enabled: bool,
 
     /// ZooKeeper's tickTime: the unit of the default session timeout bounds.
     pub tick_time_ms: u64,
@@ -93,6 +112,13 @@ pub struct Config {
     pub log_cache_bytes: u64,
     /// Longest time between durable commits of the applied state.
     pub state_sync_interval_ms: u64,
+    /// Largest AppendEntries message, in bytes (openraft caps entries, not
+    /// bytes).
+    pub max_append_bytes: u32,
+    /// Size of the pieces a snapshot is sent in.
+    pub snapshot_chunk_bytes: u32,
+    /// How long a Raft message may wait for its answer.
+    pub raft_rpc_timeout_ms: u64,
     /// Entries whose watch events are kept, so that the admin API's event
     /// stream can resume from a past zxid.
     pub event_history_entries: u64,
@@ -110,6 +136,12 @@ impl Default for Config {
             data_dir: PathBuf::from("./corral-data"),
             client_addr: "127.0.0.1:2181".parse().expect("valid address"),
             http_addr: "127.0.0.1:8080".parse().expect("valid address"),
+            raft_addr: "127.0.0.1:2888".parse().expect("valid address"),
+            initial_cluster: Vec::new(),
+            cluster_secret: String::new(),
+            join: false,
+            initial_admin_token: None,
+            reconfig_enabled: false,
             tick_time_ms: 2000,
             min_session_timeout_ms: None,
             max_session_timeout_ms: None,
@@ -129,14 +161,17 @@ impl Default for Config {
             extended_types: false,
             superuser_digest: None,
             four_letter_words: ["srvr", "stat", "ruok", "envi", "conf", "isro", "mntr"].map(String::from).to_vec(),
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
-            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 100,
+            election_timeout_max_ms: 200,
+            heartbeat_interval_ms: 40,
             snapshot_every_entries: 100_000,
             snapshot_logs_to_keep: 10_000,
             state_cache_bytes: 32 << 20,
             log_cache_bytes: 8 << 20,
             state_sync_interval_ms: 1000,
+            max_append_bytes: 8 << 20,
+            snapshot_chunk_bytes: 1 << 20,
+            raft_rpc_timeout_ms: 2000,
             event_history_entries: 100_000,
             http_max_body_bytes: 4 << 20,
             http_metrics_public: false,
@@ -176,6 +211,27 @@ impl Config {
         if !(1..=254).contains(&self.node_id) {
             return bad(format!("node_id must be in 1..=254, not {}", self.node_id));
         }
+        for m in &self.initial_cluster {
+            let ok = m.split_once('=').is_some_and(|(id, addr)| {
+                id.trim().parse::<u64>().is_ok_and(|i| (1..=254).contains(&i)) && addr.trim().contains(':')
+            });
+            if !ok {
+                return bad(format!("initial_cluster entry {m:?}: expected id=host:port with id in 1..=254"));
+            }
+        }
+        let members = self.initial_members();
+        if !self.join && !members.contains_key(&self.node_id) {
+            return bad(format!("initial_cluster does not list this node (node_id {})", self.node_id));
+        }
+        if (self.join || members.len() > 1) && self.cluster_secret.len() < 16 {
+            return bad("a cluster of several members needs cluster_secret, at least 16 characters".into());
+        }
+        if self.initial_admin_token.as_ref().is_some_and(|t| t.len() < 24) {
+            return bad("initial_admin_token must be at least 24 characters".into());
+        }
+        if self.max_append_bytes < 1 << 16 || self.snapshot_chunk_bytes < 1 << 12 {
+            return bad("max_append_bytes must be at least 64 KiB and snapshot_chunk_bytes at least 4 KiB".into());
+        }
         if self.min_session_timeout() > self.max_session_timeout() {
             return bad("min_session_timeout_ms is above max_session_timeout_ms".into());
         }
@@ -200,6 +256,19 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The initial members, by id, with their Raft addresses. Without
+    /// `initial_cluster`, this node alone.
+    pub fn initial_members(&self) -> BTreeMap<u64, String> {
+        if self.initial_cluster.is_empty() {
+            return BTreeMap::from([(self.node_id, self.raft_addr.to_string())]);
+        }
+        self.initial_cluster
+            .iter()
+            .filter_map(|m| m.split_once('='))
+            .filter_map(|(id, addr)| Some((id.trim().parse().ok()?, addr.trim().to_owned())))
+            .collect()
     }
 
     pub fn min_session_timeout(&self) -> u32 {

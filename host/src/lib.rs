@@ -26,6 +26,7 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod devcluster;
 pub mod http;
 pub mod machine;
 pub mod proto;

@@ -36,11 +36,13 @@ enum Command {
         #[command(subcommand)]
         cmd: corral::cli::TokenCommand,
     },
-    /// The cluster's state.
+    /// The cluster's state, and membership changes.
     Cluster {
         #[command(subcommand)]
         cmd: corral::cli::ClusterCommand,
     },
+    /// Run a local cluster of N nodes on 127.0.0.1, for development.
+    DevCluster(corral::devcluster::DevClusterArgs),
 }
 
 /// Flags of `corral serve`. Every configuration key can also come from the
@@ -67,13 +69,28 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     node_id: Option<u64>,
+    /// Where other members reach this one [default: 127.0.0.1:2888].
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raft_addr: Option<String>,
+    /// The members of a new cluster: id=host:port of each one's --raft-addr,
+    /// comma-separated. The cluster secret comes from the config file or
+    /// CORRAL_CLUSTER_SECRET.
+    #[arg(long, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initial_cluster: Option<Vec<String>>,
+    /// Join a running cluster (then `corral cluster add-learner`) instead of
+    /// starting one.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    join: bool,
 }
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -95,6 +112,7 @@ fn main() -> ExitCode {
         Command::Tree(cmd) => return exit(runtime.block_on(corral::cli::tree(cli.target, cmd))),
         Command::Token { cmd } => return exit(corral::cli::token(cli.target, cmd)),
         Command::Cluster { cmd } => return exit(corral::cli::cluster(cli.target, cmd)),
+        Command::DevCluster(args) => runtime.block_on(corral::devcluster::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,13 +148,34 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("corral: initialized a new cluster; its admin token (shown only now, store it):");
         println!("corral: admin token: {token}");
     }
-    let client = node.serve().await?;
+    let client = node.serve(http_local).await?;
     println!("corral: serving ZooKeeper clients on {client}, HTTP on http://{http_local}");
-    wait_for_signal().await;
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        why = node.failed() => {
+            // Nothing is served without the Raft core: start afresh from
+            // the data directory, in a new process image, so that every
+            // file and port is released first (openraft#2116 is one cause).
+            tracing::error!("the Raft core failed: {why}; restarting this node");
+            node.shutdown().await;
+            let err = restart_process();
+            return Err(anyhow::anyhow!("restarting after a Raft failure: {err}"));
+        }
+    }
     tracing::info!("shutting down");
     node.shutdown().await;
     http_task.abort();
     Ok(())
+}
+
+/// Replaces this process with a fresh run of the same command line. Files
+/// and sockets are opened close-on-exec, so the new image starts clean.
+fn restart_process() -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    match std::env::current_exe() {
+        Ok(exe) => std::process::Command::new(exe).args(std::env::args_os().skip(1)).exec(),
+        Err(e) => e,
+    }
 }
 
 async fn wait_for_signal() {

@@ -5,6 +5,7 @@ pytest's temporary directory. A failing test prints the server's log.
 """
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,9 +41,16 @@ LIKE_APACHE = {
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range (32768 and up), so that
+    no outgoing connection takes it before the server binds it."""
+    while True:
+        port = random.randrange(10000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
 
 
 def binary():
@@ -50,28 +58,38 @@ def binary():
 
 
 class Corral:
-    def __init__(self, workdir, settings):
+    def __init__(self, workdir, settings, start=True):
         self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.http_port = free_port()
+        self.raft_port = free_port()
         self.settings = dict(settings)
         self.proc = None
-        self.start()
+        if start:
+            self.start()
 
     @property
     def hosts(self):
         return "127.0.0.1:%d" % self.port
 
     def start(self):
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
         for k, v in self.settings.items():
             env["CORRAL_" + k.upper()] = v
         env["CORRAL_CLIENT_ADDR"] = self.hosts
         env["CORRAL_HTTP_ADDR"] = "127.0.0.1:%d" % self.http_port
-        env["RUST_LOG"] = "info,openraft=warn"
+        env["CORRAL_RAFT_ADDR"] = "127.0.0.1:%d" % self.raft_port
+        env["RUST_LOG"] = "info,openraft=error"
         log = open(self.dir / "node.log", "ab")
         self.proc = subprocess.Popen([binary(), "serve", "--data-dir", str(self.dir / "data")], env=env,
                                      stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+
+    def wait_ready(self):
         deadline = time.time() + 60
         while time.time() < deadline:
             line = self.proc.stdout.readline().decode()
@@ -111,6 +129,43 @@ def corral(tmp_path, request):
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:
         print("---- corral log ----\n" + c.log())
+
+
+CLUSTER_SECRET = "python-cluster-secret-0123456789"
+CLUSTER_TOKEN = "corral_python_token_0123456789abcdef"
+
+
+class Cluster:
+    """Three `corral serve` members on loopback, started together."""
+
+    def __init__(self, workdir, settings, n=3):
+        self.nodes = [Corral(Path(workdir) / ("node-%d" % (i + 1)), settings, start=False) for i in range(n)]
+        members = ",".join('"%d=127.0.0.1:%d"' % (i + 1, c.raft_port) for i, c in enumerate(self.nodes))
+        for i, c in enumerate(self.nodes):
+            c.settings.update(node_id=str(i + 1), initial_cluster="[%s]" % members, cluster_secret=CLUSTER_SECRET,
+                              initial_admin_token=CLUSTER_TOKEN)
+            c.spawn()
+        for c in self.nodes:
+            c.wait_ready()
+
+    @property
+    def hosts(self):
+        return ",".join(c.hosts for c in self.nodes)
+
+    def kill9(self):
+        for c in self.nodes:
+            c.kill9()
+
+
+@pytest.fixture
+def corral_cluster(tmp_path, request):
+    c = Cluster(tmp_path, {**FAST, **LIKE_APACHE, "reconfig_enabled": "true", "tick_time_ms": "200"})
+    yield c
+    c.kill9()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        for n in c.nodes:
+            print("---- corral log %s ----\n%s" % (n.dir, n.log()))
 
 
 @pytest.fixture

@@ -10,6 +10,10 @@
 //! Corral's own `proto` module, so protocol tests do not test the server's
 //! encoder against itself.
 
+pub mod checker;
+pub mod cluster;
+pub mod workload;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -34,18 +38,28 @@ pub fn binary() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/corral")
 }
 
-/// A free loopback port (bound and released: good enough when tests that
-/// start servers run one at a time).
+/// A free loopback port for a server to listen on. It is picked below the
+/// kernel's ephemeral range (32768 and up), so that no outgoing connection
+/// can take it between this check and the server's bind; random, so that
+/// tests do not pick the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    loop {
+        let port = rand::random_range(10_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One `corral serve` process.
 pub struct Corral {
     child: Option<Child>,
+    /// Lines of its stdout, while it starts.
+    stdout: Option<mpsc::Receiver<String>>,
     pub dir: PathBuf,
     pub client: SocketAddr,
     pub http: SocketAddr,
+    pub raft: SocketAddr,
     /// The bootstrap admin token, printed once when the cluster was created.
     pub admin_token: Option<String>,
     settings: Vec<(String, String)>,
@@ -59,25 +73,36 @@ impl Corral {
 
     /// Starts a server with extra configuration keys (on top of [`FAST`]).
     pub fn start_with(dir: &Path, extra: &[(&str, &str)]) -> Corral {
-        let mut settings: Vec<(String, String)> =
-            FAST.iter().chain(extra).map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let client = format!("127.0.0.1:{}", free_port());
-        let http = format!("127.0.0.1:{}", free_port());
-        settings.push(("client_addr".into(), client.clone()));
-        settings.push(("http_addr".into(), http.clone()));
-        let mut c = Corral {
-            child: None,
-            dir: dir.to_path_buf(),
-            client: client.parse().unwrap(),
-            http: http.parse().unwrap(),
-            admin_token: None,
-            settings,
-        };
+        let mut c = Self::configure(dir, extra);
         c.launch();
         c
     }
 
+    /// A server with its own ports and data directory, not started yet.
+    pub fn configure(dir: &Path, extra: &[(&str, &str)]) -> Corral {
+        let mut settings: Vec<(String, String)> =
+            FAST.iter().chain(extra).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+        let (client, http, raft) = (addr(), addr(), addr());
+        settings.push(("client_addr".into(), client.to_string()));
+        settings.push(("http_addr".into(), http.to_string()));
+        settings.push(("raft_addr".into(), raft.to_string()));
+        Corral { child: None, stdout: None, dir: dir.to_path_buf(), client, http, raft, admin_token: None, settings }
+    }
+
+    /// Sets a configuration key for the next start.
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.settings.retain(|(k, _)| k != key);
+        self.settings.push((key.to_owned(), value.to_owned()));
+    }
+
     fn launch(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Starts the process without waiting for it to serve.
+    pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "already running");
         std::fs::create_dir_all(&self.dir).unwrap();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("node.log")).unwrap();
@@ -86,7 +111,7 @@ impl Corral {
         for (k, v) in &self.settings {
             cmd.env(format!("CORRAL_{}", k.to_uppercase()), v);
         }
-        cmd.env("RUST_LOG", "info,openraft=warn").stdout(Stdio::piped()).stderr(log).stdin(Stdio::null());
+        cmd.env("RUST_LOG", "info,openraft=error").stdout(Stdio::piped()).stderr(log).stdin(Stdio::null());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", binary().display()));
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -95,6 +120,14 @@ impl Corral {
                 let _ = tx.send(line);
             }
         });
+        self.child = Some(child);
+        self.stdout = Some(rx);
+    }
+
+    /// Waits until the process started by [`Corral::spawn`] serves clients.
+    pub fn wait_ready(&mut self) {
+        let rx = self.stdout.take().expect("spawned");
+        let mut child = self.child.take().expect("spawned");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match rx.recv_timeout(Duration::from_millis(100)) {

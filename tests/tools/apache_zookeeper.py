@@ -72,7 +72,7 @@ class ApacheZooKeeper:
         return ",".join("127.0.0.1:%d" % p for p in self.ports)
 
     def pids(self):
-        return [p.pid for p in self.procs]
+        return [p.pid for p in self.procs if p is not None]
 
     @staticmethod
     def _common(datadir, durable):
@@ -140,10 +140,41 @@ class ApacheZooKeeper:
         z._wait(["leader", "follower"])
         return z
 
+    def leader(self, timeout=60):
+        """The index of the ensemble's leader."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for i, p in enumerate(self.ports):
+                if self.procs[i] is not None and "Mode: leader" in four_letter(p, "srvr", timeout=0.5):
+                    return i
+            time.sleep(0.01)
+        raise RuntimeError("no leader")
+
+    def kill_node(self, i):
+        """kill -9 of one member of the ensemble."""
+        self.procs[i].kill()
+        self.procs[i].wait()
+        self.procs[i] = None
+
+    def restart_node(self, i):
+        """Starts member i again on its data and waits until it serves."""
+        name, cfg, heap = self.launched[i]
+        self._launch(name, cfg, heap)
+        self.launched.pop()
+        proc = self.procs.pop()
+        self.procs[i] = proc
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if any("Mode: %s" % m in four_letter(self.ports[i], "srvr") for m in ("leader", "follower")):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("member %d did not come back" % i)
+
     def kill9(self):
         for p in self.procs:
-            p.kill()
-            p.wait()
+            if p is not None:
+                p.kill()
+                p.wait()
         self.procs = []
 
     def relaunch(self):
@@ -153,6 +184,7 @@ class ApacheZooKeeper:
             self._launch(name, cfg, heap)
 
     def stop(self):
+        self.procs = [p for p in self.procs if p is not None]
         for p in self.procs:
             if p.poll() is None:
                 p.terminate()

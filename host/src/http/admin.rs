@@ -14,6 +14,7 @@ use super::error::{ApiError, ErrorBody};
 use crate::machine::command::{Op, Scope};
 use crate::machine::{Reply, WriteResult};
 use crate::proto::error::ErrorCode;
+use crate::raft::network::MemberOp;
 use crate::tree::Token;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -144,7 +145,10 @@ pub async fn revoke_token(
 pub struct MemberView {
     pub id: u64,
     pub raft_addr: String,
-    pub client_addr: String,
+    /// Its ZooKeeper client address, once it has published it.
+    pub client_addr: Option<String>,
+    /// Its admin HTTP address, once it has published it.
+    pub http_addr: Option<String>,
     /// `voter` or `learner`.
     pub role: String,
     /// Last log index known replicated to it (from the leader only).
@@ -164,6 +168,9 @@ pub struct ClusterView {
     pub last_log_index: u64,
     pub committed_index: u64,
     pub applied_index: u64,
+    /// The running digest of the replicated state at `applied_index`:
+    /// members that applied the same log show the same digest.
+    pub digest: String,
     pub members: Vec<MemberView>,
 }
 
@@ -172,7 +179,12 @@ pub struct ClusterView {
     responses((status = 200, body = ClusterView), (status = 401, body = ErrorBody)))]
 pub async fn cluster(State(api): State<Api>, who: Principal) -> Result<Json<ClusterView>, ApiError> {
     who.require(Scope::Read)?;
+    Ok(Json(cluster_view(&api)))
+}
+
+fn cluster_view(api: &Api) -> ClusterView {
     let m = api.shared.raft.metrics().borrow_watched().clone();
+    let meta = api.shared.state.meta();
     let last = m.last_log_index.unwrap_or(0);
     let membership = m.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
@@ -180,10 +192,12 @@ pub async fn cluster(State(api): State<Api>, who: Principal) -> Result<Json<Clus
         .nodes()
         .map(|(id, node)| {
             let matched = m.replication.as_ref().and_then(|r| r.get(id)).map(|l| l.as_ref().map_or(0, |l| l.index));
+            let published = meta.members.get(id);
             MemberView {
                 id: *id,
                 raft_addr: node.raft_addr.clone(),
-                client_addr: node.client_addr.clone(),
+                client_addr: published.and_then(|p| p.client_addr.clone()),
+                http_addr: published.and_then(|p| p.http_addr.clone()),
                 role: if voters.contains(id) { "voter" } else { "learner" }.into(),
                 matched_index: matched,
                 lag: matched.map(|x| last.saturating_sub(x)),
@@ -196,14 +210,81 @@ pub async fn cluster(State(api): State<Api>, who: Principal) -> Result<Json<Clus
         openraft::ServerState::Learner => "learner",
         _ => "candidate",
     };
-    Ok(Json(ClusterView {
+    ClusterView {
         node_id: api.shared.node,
         state: state.into(),
         leader: m.current_leader,
         term: m.current_term,
         last_log_index: last,
         committed_index: m.local_committed.map_or(0, |l| l.index),
-        applied_index: m.last_applied.map_or(0, |l| l.index),
+        applied_index: meta.applied_index,
+        digest: format!("{:016x}", meta.digest.0),
         members,
-    }))
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AddMember {
+    /// The new member's node id, 1..=254.
+    pub id: u64,
+    /// Where the other members reach it (its `raft_addr`).
+    pub raft_addr: String,
+}
+
+/// What a membership change did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MemberChange {
+    /// The log index of the membership entry.
+    pub index: u64,
+    pub cluster: ClusterView,
+}
+
+async fn change(api: &Api, who: &Principal, op: MemberOp) -> Result<Json<MemberChange>, ApiError> {
+    who.require(Scope::Admin)?;
+    let index = crate::server::peers::change_members(&api.shared, op)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, "membership_change_failed", e))?;
+    api.wait_applied(index).await?;
+    Ok(Json(MemberChange { index, cluster: cluster_view(api) }))
+}
+
+/// Adds a learner: a member that replicates the log and serves reads but
+/// does not vote (a ZooKeeper observer). Returns once it has caught up.
+/// Needs `admin`.
+#[utoipa::path(post, path = "/api/v1/cluster/members", tag = "admin", security(("token" = [])),
+    request_body = AddMember,
+    responses((status = 200, body = MemberChange), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn add_member(
+    State(api): State<Api>,
+    who: Principal,
+    Json(req): Json<AddMember>,
+) -> Result<Json<MemberChange>, ApiError> {
+    if !(1..=254).contains(&req.id) || !req.raft_addr.contains(':') {
+        return Err(ApiError::bad_request("need an id in 1..=254 and a raft_addr host:port"));
+    }
+    change(&api, &who, MemberOp::AddLearner { id: req.id, raft_addr: req.raft_addr }).await
+}
+
+/// Makes a learner a voter. Needs `admin`.
+#[utoipa::path(put, path = "/api/v1/cluster/members/{id}/voter", tag = "admin", security(("token" = [])),
+    params(("id" = u64, Path, description = "node id")),
+    responses((status = 200, body = MemberChange), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn promote_member(
+    State(api): State<Api>,
+    who: Principal,
+    Path(id): Path<u64>,
+) -> Result<Json<MemberChange>, ApiError> {
+    change(&api, &who, MemberOp::Promote { id }).await
+}
+
+/// Removes a voter or a learner. Needs `admin`.
+#[utoipa::path(delete, path = "/api/v1/cluster/members/{id}", tag = "admin", security(("token" = [])),
+    params(("id" = u64, Path, description = "node id")),
+    responses((status = 200, body = MemberChange), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn remove_member(
+    State(api): State<Api>,
+    who: Principal,
+    Path(id): Path<u64>,
+) -> Result<Json<MemberChange>, ApiError> {
+    change(&api, &who, MemberOp::Remove { id }).await
 }

@@ -30,7 +30,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use openraft::async_runtime::WatchReceiver;
-use openraft::impls::ProgressResponder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -67,6 +66,18 @@ impl Api {
         .map_err(ApiError::from)
     }
 
+    /// Waits until this node has applied the entry at `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), ApiError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.shared.dispatch.applied() < index {
+            if tokio::time::Instant::now() > deadline {
+                return Err(ApiError::unavailable(format!("entry {index} is committed but not applied here yet")));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
     /// Proposes `op` and waits until this node has applied it: the reply
     /// comes from the apply, as for a ZooKeeper client.
     pub async fn propose(&self, op: Op) -> Result<(i64, Reply), ApiError> {
@@ -75,21 +86,20 @@ impl Api {
         let reply = s.dispatch.wait_for(id);
         let cmd =
             Command { time_ms: crate::server::now_ms(), origin: Some(Origin { node: s.node, conn: id, xid: 0 }), op };
-        let (responder, ack) = ProgressResponder::complete_only();
-        if s.raft.write(cmd).responder(responder).await.is_err() {
-            s.dispatch.forget(id);
-            return Err(ApiError::unavailable("raft has stopped"));
-        }
+        let ack = match crate::server::peers::submit(s, cmd).await {
+            Ok(ack) => ack,
+            Err(e) => {
+                s.dispatch.forget(id);
+                return Err(ApiError::unavailable(format!("the write cannot be proposed: {e}")));
+            }
+        };
         let mut reply = reply;
         let outcome = tokio::time::timeout(Duration::from_secs(30), async {
             tokio::select! {
                 biased;
                 r = &mut reply => r.ok(),
-                a = ack => match a {
-                    // Applied: the dispatcher has already sent the reply.
-                    Ok(Ok(_)) => (&mut reply).await.ok(),
-                    _ => None,
-                },
+                // Committed: this node's apply will send the reply.
+                committed = ack => if committed { (&mut reply).await.ok() } else { None },
             }
         })
         .await;
@@ -97,7 +107,9 @@ impl Api {
             Ok(Some(r)) => Ok(r),
             Ok(None) => {
                 s.dispatch.forget(id);
-                Err(ApiError::unavailable("the write could not be committed: this node is not the leader"))
+                Err(ApiError::unavailable(
+                    "the write could not be committed: leadership changed; its outcome is unknown",
+                ))
             }
             Err(_) => {
                 s.dispatch.forget(id);
@@ -150,6 +162,9 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::list_tokens, admin::create_token))
         .routes(routes!(admin::revoke_token))
         .routes(routes!(admin::cluster))
+        .routes(routes!(admin::add_member))
+        .routes(routes!(admin::promote_member))
+        .routes(routes!(admin::remove_member))
         .routes(routes!(live))
         .routes(routes!(ready))
         .routes(routes!(render_metrics))

@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::acl;
 use super::command::{ClusterConfig, Command, Identity, Op, Origin, Write};
-use super::{Applied, Event, Meta, Reply, SessionChange, WriteResult};
+use super::{Applied, Event, Member, Meta, Reply, SessionChange, WriteResult};
 use crate::proto::data::{Acl, CreateMode, Id, perms};
 use crate::proto::error::ErrorCode;
 use crate::proto::op;
@@ -159,6 +159,55 @@ pub fn initial_nodes() -> Vec<(&'static str, Node)> {
         ("/zookeeper/config", config),
         ("/zookeeper/quota", node(0, Acl::open())),
     ]
+}
+
+/// Applies a membership entry: the members and their roles are now
+/// `members` (id to Raft address and whether it votes), the addresses they
+/// published are kept, and `/zookeeper/config` shows the new membership.
+pub fn apply_membership(
+    tables: &mut Tables<'_>,
+    meta: &mut Meta,
+    index: u64,
+    members: &BTreeMap<u64, (String, bool)>,
+) -> Result<Applied, StoreError> {
+    let old = std::mem::take(&mut meta.members);
+    for (id, (raft_addr, voter)) in members {
+        let known = old.get(id).cloned().unwrap_or_default();
+        meta.members.insert(*id, Member { raft_addr: raft_addr.clone(), voter: *voter, ..known });
+    }
+    meta.config_version = index;
+    let event = write_config_node(tables, meta, index, meta.last_time_ms)?;
+    Ok(Applied { index, origin: None, reply: Reply::None, events: vec![event], session: None })
+}
+
+/// `/zookeeper/config` in ZooKeeper's dynamic-config format, one line per
+/// member (`server.<id>=<host>:<port>:<port>:<role>;<client address>`; the
+/// Raft address stands for both of ZooKeeper's quorum and election ports)
+/// and then `version=<hex zxid of the membership>`.
+pub fn render_config(meta: &Meta) -> String {
+    let mut out = String::new();
+    for (id, m) in &meta.members {
+        let role = if m.voter { "participant" } else { "observer" };
+        let (host, port) = m.raft_addr.rsplit_once(':').unwrap_or((&m.raft_addr, "0"));
+        out.push_str(&format!("server.{id}={host}:{port}:{port}:{role}"));
+        if let Some(c) = &m.client_addr {
+            out.push_str(&format!(";{c}"));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!("version={:x}", meta.config_version));
+    out
+}
+
+fn write_config_node(tables: &mut Tables<'_>, meta: &mut Meta, index: u64, time: i64) -> Result<Event, StoreError> {
+    const PATH: &str = "/zookeeper/config";
+    let mut node = tree::get_node(&tables.nodes, PATH)?.expect("every tree has /zookeeper/config");
+    node.data = Some(render_config(meta).into_bytes());
+    node.version = node.version.wrapping_add(1);
+    node.mzxid = index as i64;
+    node.mtime = time;
+    tables.write_node(meta, PATH, Some(&node))?;
+    Ok(Event { kind: EventType::NodeDataChanged, path: PATH.to_owned(), acl: node.acl })
 }
 
 /// The 16-byte password of a session: derived from the cluster secret, so
@@ -309,6 +358,16 @@ impl Apply<'_, '_> {
                     }
                 };
                 Ok((Reply::Write(result), None))
+            }
+            Op::MemberInfo { node, client_addr, http_addr } => {
+                let Some(m) = self.meta.members.get_mut(node) else {
+                    return Ok((Reply::Write(Err(ErrorCode::NoNode)), None));
+                };
+                m.client_addr = Some(client_addr.clone());
+                m.http_addr = Some(http_addr.clone());
+                let event = write_config_node(self.tables, self.meta, self.index, self.time)?;
+                self.events.push(event);
+                Ok((Reply::Write(Ok(WriteResult::Checked)), None))
             }
             Op::RevokeToken { id, identity } => {
                 let result = match self.check_admin(identity)? {

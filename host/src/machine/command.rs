@@ -95,6 +95,9 @@ pub enum Op {
     CreateToken { hash: [u8; 32], name: String, scopes: Vec<Scope>, identity: Identity },
     /// Revokes the token with this id.
     RevokeToken { id: String, identity: Identity },
+    /// A member publishes where clients reach it, for `/zookeeper/config`
+    /// and the admin API's member list.
+    MemberInfo { node: u64, client_addr: String, http_addr: String },
 }
 
 /// A client write.
@@ -144,6 +147,7 @@ impl fmt::Display for Command {
             Op::Reap { path, .. } => write!(f, "reap {path:?}"),
             Op::CreateToken { name, .. } => write!(f, "createToken({name:?})"),
             Op::RevokeToken { id, .. } => write!(f, "revokeToken({id})"),
+            Op::MemberInfo { node, client_addr, .. } => write!(f, "memberInfo({node}: {client_addr})"),
             Op::Write { session, write, .. } => {
                 let session = session.unwrap_or(0);
                 let what = match write {

@@ -23,6 +23,7 @@ pub mod command;
 pub mod read;
 pub mod snapshot;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,23 @@ pub struct Meta {
     /// Replicated time: the largest entry time applied so far.
     pub last_time_ms: i64,
     pub init: Option<InitState>,
+    /// The cluster's members, from the last applied membership entry, with
+    /// the addresses each published (`Op::MemberInfo`).
+    pub members: BTreeMap<u64, Member>,
+    /// The index of the last membership entry: `/zookeeper/config`'s version.
+    pub config_version: u64,
+}
+
+/// One member as the replicated state knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub raft_addr: String,
+    /// Votes (a ZooKeeper participant), or only follows (an observer).
+    pub voter: bool,
+    /// Its ZooKeeper client address, once it published it.
+    pub client_addr: Option<String>,
+    /// Its admin HTTP address, once it published it.
+    pub http_addr: Option<String>,
 }
 
 impl Meta {
@@ -157,8 +175,12 @@ pub trait ApplySink: Send + Sync {
 /// What a log entry holds, as the machine sees it.
 pub enum Payload<'a> {
     Blank,
-    /// A membership change, encoded by the Raft layer.
-    Membership(Vec<u8>),
+    /// A membership change: encoded by the Raft layer, and as the members'
+    /// Raft addresses and whether each votes.
+    Membership {
+        encoded: Vec<u8>,
+        members: BTreeMap<u64, (String, bool)>,
+    },
     Command(&'a Command),
 }
 
@@ -252,7 +274,10 @@ impl StateDb {
                 );
                 match &e.payload {
                     Payload::Blank => {}
-                    Payload::Membership(m) => meta.membership = Some(m.clone()),
+                    Payload::Membership { encoded, members } => {
+                        meta.membership = Some(encoded.clone());
+                        outcomes.push(apply::apply_membership(&mut tables, &mut meta, e.index, members)?);
+                    }
                     Payload::Command(cmd) => outcomes.push(apply::apply_command(&mut tables, &mut meta, e.index, cmd)?),
                 }
                 meta.applied_index = e.index;

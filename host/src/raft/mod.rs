@@ -15,13 +15,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::machine::command::Command;
 
-/// What the membership records about a member: where to reach it.
+/// What the membership records about a member: where its Raft traffic
+/// goes. (Its client and HTTP addresses are replicated state the member
+/// publishes itself: see `Op::MemberInfo`.)
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
-    /// Raft traffic between members.
     pub raft_addr: String,
-    /// ZooKeeper clients.
-    pub client_addr: String,
 }
 
 openraft::declare_raft_types!(

@@ -183,8 +183,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                             EntryPayload::Blank => Payload::Blank,
                             EntryPayload::Normal(cmd) => Payload::Command(cmd),
                             EntryPayload::Membership(m) => {
+                                let voters: std::collections::BTreeSet<u64> = m.voter_ids().collect();
+                                let members = m
+                                    .nodes()
+                                    .map(|(id, n)| (*id, (n.raft_addr.clone(), voters.contains(id))))
+                                    .collect();
                                 let stored = Membership::new(Some(log_id), m.clone());
-                                Payload::Membership(postcard::to_allocvec(&stored).expect("membership encodes"))
+                                let encoded = postcard::to_allocvec(&stored).expect("membership encodes");
+                                Payload::Membership { encoded, members }
                             }
                         },
                     }

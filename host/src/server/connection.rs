@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use openraft::impls::ProgressResponder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -124,9 +123,13 @@ enum Work {
         xid: i32,
         code: ErrorCode,
     },
+    /// ZooKeeper's `reconfig`: membership changes, run in turn.
+    Reconfig {
+        xid: i32,
+        req: Request,
+        started: Instant,
+    },
 }
-
-type Ack = tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<crate::raft::TypeConfig>>;
 
 struct Conn {
     shared: Arc<Shared>,
@@ -147,7 +150,7 @@ struct Conn {
     pending: VecDeque<Work>,
     /// Raft's verdicts on our proposals: only failures matter, the replies
     /// come from the dispatcher.
-    acks: FuturesUnordered<Ack>,
+    acks: FuturesUnordered<futures::future::BoxFuture<'static, (i32, bool)>>,
     /// Set when the connection must close once `out` is flushed.
     closing: Option<&'static str>,
 }
@@ -176,9 +179,15 @@ impl Conn {
                     Some(msg) => self.on_msg(msg).await?,
                     None => return Err(ConnError::Closed("server shutting down")),
                 },
-                Some(ack) = self.acks.next(), if !self.acks.is_empty() => {
-                    if !matches!(ack, Ok(Ok(_))) {
-                        return Err(ConnError::Closed("the write could not be committed (leadership lost)"));
+                Some((xid, committed)) = self.acks.next(), if !self.acks.is_empty() => {
+                    // A write still unanswered whose outcome is unknown: like
+                    // a ZooKeeper follower that lost its leader, close, and
+                    // the client sees ConnectionLoss. Nothing later from
+                    // this connection can overtake it: see `peers` on
+                    // forwarding. (A verdict may arrive after the reply.)
+                    let unanswered = self.pending.iter().any(|w| matches!(w, Work::Write { xid: x, .. } if *x == xid));
+                    if !committed && unanswered {
+                        return Err(ConnError::Closed("a write could not be committed (leadership changed)"));
                     }
                 }
                 n = self.rd.read_buf(&mut self.inbuf), if can_read => {
@@ -272,11 +281,22 @@ impl Conn {
             }
             Op::ResumeSession { session: req.session_id }
         };
+        tracing::trace!(conn = self.id, ?op, "proposing the session set-up");
         self.propose(0, op).await?;
+        let expires = tokio::time::Instant::now() + deadline;
         let reply = loop {
-            let msg = tokio::time::timeout(deadline, self.inbox.recv())
-                .await
-                .map_err(|_| ConnError::Closed("session setup not committed in time"))?;
+            let msg = tokio::select! {
+                msg = self.inbox.recv() => msg,
+                // A set-up that cannot commit (the leader changed as it was
+                // proposed) fails now, not at the deadline: the client
+                // retries at once.
+                Some((_, false)) = self.acks.next() => {
+                    return Err(ConnError::Closed("session set-up not committed: the leader changed"));
+                }
+                _ = tokio::time::sleep_until(expires) => {
+                    return Err(ConnError::Closed("session set-up not committed in time"));
+                }
+            };
             match msg {
                 Some(ConnMsg::Reply { reply, .. }) => break reply,
                 Some(ConnMsg::Event(..)) => continue,
@@ -318,9 +338,11 @@ impl Conn {
             origin: Some(Origin { node: self.shared.node, conn: self.id, xid }),
             op,
         };
-        let (responder, ack) = ProgressResponder::complete_only();
-        self.shared.raft.write(cmd).responder(responder).await.map_err(|_| ConnError::Closed("raft has stopped"))?;
-        self.acks.push(ack);
+        let ack = super::peers::submit(&self.shared, cmd).await.map_err(|e| {
+            tracing::debug!(conn = self.id, "cannot propose: {e}");
+            ConnError::Closed("no leader to take the write")
+        })?;
+        self.acks.push(Box::pin(async move { (xid, ack.await) }));
         Ok(())
     }
 
@@ -410,6 +432,7 @@ impl Conn {
             Request::DeleteContainer { path } => {
                 Work::Write { xid, opcode, ops: vec![], write: Some(write(Write::DeleteContainer { path })), started }
             }
+            req @ Request::Reconfig { .. } => Work::Reconfig { xid, req, started },
             req => Work::Read { xid, opcode, req, started },
         };
         self.enqueue(work).await
@@ -431,6 +454,17 @@ impl Conn {
                         batch.push(self.pending.pop_front().expect("front exists"));
                     }
                     self.run_reads(batch).await?;
+                }
+                Some(Work::Reconfig { .. }) => {
+                    let Some(Work::Reconfig { xid, req, started }) = self.pending.pop_front() else {
+                        unreachable!("front is a reconfig")
+                    };
+                    let result = self.reconfig(&req).await?;
+                    self.shared.stats.record(op::RECONFIG, started);
+                    match result {
+                        Ok((zxid, response)) => self.reply_at(xid, zxid, Ok(&response)),
+                        Err(code) => self.reply(xid, Err(code.code())),
+                    }
                 }
                 Some(Work::Fail { xid, code }) => {
                     let (xid, code) = (*xid, *code);
@@ -550,6 +584,49 @@ impl Conn {
         Ok(())
     }
 
+    /// `reconfig`: changes the membership as asked, then answers with the
+    /// new `/zookeeper/config` as this node has applied it.
+    async fn reconfig(&mut self, req: &Request) -> Result<Result<(i64, Response), ErrorCode>, ConnError> {
+        let (_, node) = config_node(self.shared.clone()).await?;
+        let done = self.reconfig_as(req, &node.acl).await;
+        let (zxid, node) = config_node(self.shared.clone()).await?;
+        Ok(done.map(|()| (zxid, Response::Data { data: node.data.clone(), stat: node.stat() })))
+    }
+
+    async fn reconfig_as(&mut self, req: &Request, config_acl: &[crate::proto::data::Acl]) -> Result<(), ErrorCode> {
+        let Request::Reconfig { joining, leaving, new_members, config_id } = req else {
+            unreachable!("only reconfig requests")
+        };
+        if !self.shared.config.reconfig_enabled {
+            return Err(ErrorCode::ReconfigDisabled);
+        }
+        let meta = self.shared.state.meta();
+        if !self.identity.is_super() && !acl::allowed(config_acl, &self.identity, perms::WRITE) {
+            return Err(ErrorCode::NoAuth);
+        }
+        if *config_id != -1 && *config_id != meta.config_version as i64 {
+            return Err(ErrorCode::BadVersion);
+        }
+        let current = meta.members.iter().map(|(id, m)| (*id, (m.raft_addr.clone(), m.voter))).collect();
+        let ops = super::peers::plan_reconfig(&current, joining.as_deref(), leaving.as_deref(), new_members.as_deref())
+            .map_err(|e| {
+                tracing::info!(conn = self.id, "reconfig refused: {e}");
+                ErrorCode::BadArguments
+            })?;
+        let mut index = 0;
+        for op in ops {
+            tracing::info!(conn = self.id, ?op, "reconfig");
+            index = super::peers::change_members(&self.shared, op).await.map_err(|e| {
+                tracing::warn!(conn = self.id, "reconfig failed: {e}");
+                ErrorCode::ReconfigInProgress
+            })?;
+        }
+        while self.shared.dispatch.applied() < index {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
     /// `addauth`: answered at once, not queued, so that the identity of
     /// every later request includes it.
     async fn auth(&mut self, xid: i32, scheme: &str, auth: &[u8]) -> Result<(), ConnError> {
@@ -585,6 +662,17 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// `/zookeeper/config` as applied here, and the zxid it was read at.
+async fn config_node(shared: Arc<Shared>) -> Result<(i64, crate::tree::Node), ConnError> {
+    let read = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let (_gate, view) = shared.state.read()?;
+        let zxid = shared.dispatch.applied() as i64;
+        let node = view.node("/zookeeper/config")?.expect("every tree has /zookeeper/config");
+        Ok((zxid, node))
+    });
+    Ok(read.await.map_err(|_| ConnError::Closed("read task failed"))??)
 }
 
 /// Turns a write outcome into the reply shape of the opcode the client
@@ -755,9 +843,6 @@ fn read_one(
             };
             if found { Ok(Response::Empty) } else { Err(ErrorCode::NoWatcher) }
         }
-        // Membership changes arrive with the cluster; a one-member cluster
-        // answers as a standalone ZooKeeper does.
-        Request::Reconfig { .. } => Err(ErrorCode::ReconfigDisabled),
         // No SASL mechanism is configured.
         Request::Sasl { .. } => Err(ErrorCode::Unimplemented),
         _ => Err(ErrorCode::Unimplemented),

@@ -221,12 +221,16 @@ fn conf(s: &Shared) -> String {
     )
 }
 
+/// How far behind the leader's log a member may be and still count as
+/// synced in `mntr`.
+const SYNCED_LAG: u64 = 1000;
+
 fn mntr(s: &Shared) -> String {
     let (min, avg, max) = s.stats.latency_ms();
     let meta = s.state.meta();
     let w = s.dispatch.watches.lock();
     let m = s.raft.metrics().borrow_watched().clone();
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("zk_version", zookeeper_version()),
         ("zk_server_state", s.mode().into()),
         ("zk_avg_latency", format!("{avg:.4}")),
@@ -247,6 +251,28 @@ fn mntr(s: &Shared) -> String {
         ("corral_raft_applied_index", m.last_applied.map_or(0, |l| l.index).to_string()),
         ("corral_digest", format!("{:016x}", meta.digest.0)),
     ];
+    if let Some(replication) = &m.replication {
+        // Leader only, as in ZooKeeper. A member counts as synced when it
+        // has acknowledged the log up to within SYNCED_LAG entries.
+        let last = m.last_log_index.unwrap_or(0);
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let synced = |id: &u64| {
+            replication.get(id).is_some_and(|l| last - l.as_ref().map_or(0, |l| l.index).min(last) <= SYNCED_LAG)
+        };
+        let others: Vec<u64> = membership.nodes().map(|(id, _)| *id).filter(|id| *id != s.node).collect();
+        let followers = others.iter().filter(|id| voters.contains(id)).count();
+        let synced_followers = others.iter().filter(|id| voters.contains(id) && synced(id)).count();
+        let synced_observers = others.iter().filter(|id| !voters.contains(id) && synced(id)).count();
+        rows.extend([
+            ("zk_learners", others.len().to_string()),
+            ("zk_followers", followers.to_string()),
+            ("zk_synced_followers", synced_followers.to_string()),
+            ("zk_synced_non_voting_followers", "0".into()),
+            ("zk_synced_observers", synced_observers.to_string()),
+            ("zk_pending_syncs", "0".into()),
+        ]);
+    }
     let mut out = String::new();
     for (k, v) in rows {
         let _ = writeln!(out, "{k}\t{v}");

@@ -13,11 +13,11 @@
 pub mod connection;
 pub mod dispatch;
 pub mod fourlw;
+pub mod peers;
 pub mod sessions;
 pub mod watches;
 
 use openraft::async_runtime::WatchReceiver;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,20 +32,25 @@ use self::sessions::Liveness;
 use crate::config::Config;
 use crate::machine::command::{Command, Op};
 use crate::machine::{StateDb, StateOptions};
+use crate::raft::Raft;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::Network;
+use crate::raft::network::{Network, Settings};
 use crate::raft::state_machine::StateMachine;
-use crate::raft::{NodeInfo, Raft};
 use crate::tree::StoreError;
 
 /// A new admin API token and the SHA-256 that is stored in its place.
 pub fn new_token() -> (String, [u8; 32]) {
     use base64::Engine;
-    use sha2::Digest as _;
     let token =
         format!("corral_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
-    let hash = sha2::Sha256::digest(token.as_bytes()).into();
+    let hash = token_hash(&token);
     (token, hash)
+}
+
+/// The SHA-256 of an admin token: what the replicated state keeps.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 /// Wall-clock milliseconds, as the leader stamps entries.
@@ -132,6 +137,10 @@ pub struct Shared {
     ready: std::sync::atomic::AtomicBool,
     /// When the last expensive four-letter word ran.
     pub last_dump: Mutex<Option<Instant>>,
+    /// How this node talks to other members.
+    pub transport: Settings,
+    /// A follower's ordered channel to the leader.
+    pub forwarder: peers::Forwarder,
 }
 
 impl Shared {
@@ -210,17 +219,23 @@ impl Node {
         let dispatch = Arc::new(Dispatcher::new(config.node_id, liveness.clone(), state.applied_index()));
         let sm = StateMachine::new(state.clone(), dispatch.clone(), dir.join("snapshots"))
             .map_err(|err| StartError::DataDir { path: dir.display().to_string(), err })?;
-        let raft = Raft::new(config.node_id, Arc::new(raft_config(&config)?), Network, log, sm)
+        let transport = peers::settings(&config);
+        let network = Network { settings: transport.clone() };
+        let raft = Raft::new(config.node_id, Arc::new(raft_config(&config)?), network, log, sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
         let fresh = !raft.is_initialized().await.map_err(|e| StartError::Raft(e.to_string()))?;
-        if fresh {
-            let me = NodeInfo { raft_addr: String::new(), client_addr: config.client_addr.to_string() };
-            raft.initialize(BTreeMap::from([(config.node_id, me)]))
-                .await
-                .map_err(|e| StartError::Raft(e.to_string()))?;
-            tracing::info!(node = config.node_id, "initialized a new one-member cluster");
+        if fresh && !config.join {
+            // Every initial member initializes with the same list; whichever
+            // gets there second finds a vote or log already and is refused,
+            // which is expected.
+            let members = peers::initial_members(&config);
+            let n = members.len();
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(node = config.node_id, members = n, "initialized a new cluster"),
+                Err(e) => tracing::info!(node = config.node_id, "not initializing the cluster: {e}"),
+            }
         }
         let shared = Arc::new(Shared {
             node: config.node_id,
@@ -234,8 +249,17 @@ impl Node {
             next_conn: AtomicU64::new(1),
             ready: std::sync::atomic::AtomicBool::new(false),
             last_dump: Mutex::new(None),
+            transport,
+            forwarder: peers::Forwarder::default(),
         });
-        Ok(Node { shared, shutdown: CancellationToken::new(), tasks: Vec::new() })
+        // Other members must reach this one before it can know a leader.
+        let raft_addr = config.raft_addr;
+        let listener = TcpListener::bind(raft_addr)
+            .await
+            .map_err(|err| StartError::Listen { addr: raft_addr.to_string(), err })?;
+        let shutdown = CancellationToken::new();
+        let tasks = vec![tokio::spawn(peers::listen(shared.clone(), listener, shutdown.clone()))];
+        Ok(Node { shared, shutdown, tasks })
     }
 
     /// Waits until the state machine has applied everything this node had
@@ -246,29 +270,40 @@ impl Node {
     pub async fn recover(&self) -> Result<Option<String>, StartError> {
         let s = &self.shared;
         let wait = Duration::from_millis(s.config.startup_timeout_ms);
-        s.raft
-            .wait(Some(wait))
-            .metrics(|m| m.current_leader.is_some(), "a leader is known")
-            .await
-            .map_err(|e| StartError::Raft(format!("no leader within {wait:?}: {e}")))?;
-        let mut bootstrap_token = None;
-        if s.state.meta().init.is_none() && s.raft.is_leader() {
-            let (token, hash) = new_token();
-            let init = Op::Init { config: s.config.cluster_seed(), secret: rand::random(), admin_token: hash };
-            s.raft
-                .client_write(Command { time_ms: now_ms(), origin: None, op: init })
-                .await
-                .map_err(|e| StartError::Raft(format!("initializing the cluster: {e}")))?;
-            bootstrap_token = Some(token);
+        // A lone member elects itself at once. A member of a larger cluster
+        // waits for its peers as long as it takes, and says so.
+        let alone = !s.config.join && s.config.initial_members().len() == 1;
+        loop {
+            let known = s.raft.wait(Some(wait)).metrics(|m| m.current_leader.is_some(), "a leader is known").await;
+            match known {
+                Ok(_) => break,
+                Err(e) if alone => return Err(StartError::Raft(format!("no leader within {wait:?}: {e}"))),
+                Err(_) if s.config.join => tracing::info!("waiting to be added to the cluster"),
+                Err(_) => tracing::info!("waiting for a quorum of the cluster to elect a leader"),
+            }
         }
+        // The first leader writes the cluster's `Init`. Leadership may move
+        // while it does; then the next leader tries. Apply keeps only the
+        // first `Init`, so a node shows its token only if its own won.
+        let mut proposed = None;
         s.raft.wait_for_recovery(Some(wait)).await.map_err(|e| StartError::Raft(format!("recovery: {e}")))?;
-        let deadline = Instant::now() + wait;
         while s.state.meta().init.is_none() {
-            if Instant::now() > deadline {
-                return Err(StartError::Raft("the cluster's init entry was not applied in time".into()));
+            if s.raft.is_leader() && proposed.is_none() {
+                let (token, hash) = match &s.config.initial_admin_token {
+                    Some(t) => (t.clone(), token_hash(t)),
+                    None => new_token(),
+                };
+                let secret: [u8; 32] = rand::random();
+                let init = Op::Init { config: s.config.cluster_seed(), secret, admin_token: hash };
+                match s.raft.client_write(Command { time_ms: now_ms(), origin: None, op: init }).await {
+                    Ok(_) => proposed = Some((token, secret)),
+                    Err(e) => tracing::info!("initializing the cluster: {e}; retrying"),
+                }
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        let won = s.state.meta().init.map(|i| i.secret);
+        let bootstrap_token = proposed.filter(|(_, secret)| Some(*secret) == won).map(|(token, _)| token);
         // Every live session gets a full timeout from now.
         let state = s.state.clone();
         let sessions = tokio::task::spawn_blocking(move || state.read_ungated()?.all_sessions())
@@ -287,11 +322,14 @@ impl Node {
             );
         }
         tracing::info!(applied = s.state.applied_index(), sessions = s.dispatch.liveness.len(), "state recovered");
-        Ok(bootstrap_token)
+        // An operator-chosen token is not news.
+        Ok(bootstrap_token.filter(|_| s.config.initial_admin_token.is_none()))
     }
 
     /// Opens the client port and the background tasks; marks the node ready.
-    pub async fn serve(&mut self) -> Result<std::net::SocketAddr, StartError> {
+    /// `http_addr` is where this node's admin API listens, published for
+    /// the other members and the console.
+    pub async fn serve(&mut self, http_addr: std::net::SocketAddr) -> Result<std::net::SocketAddr, StartError> {
         let s = self.shared.clone();
         let addr = s.config.client_addr;
         let listener =
@@ -300,9 +338,28 @@ impl Node {
         self.tasks.push(tokio::spawn(accept_loop(s.clone(), listener, self.shutdown.clone())));
         self.tasks.push(tokio::spawn(expiry_loop(s.clone(), self.shutdown.clone())));
         self.tasks.push(tokio::spawn(reap_loop(s.clone(), self.shutdown.clone())));
+        self.tasks.push(tokio::spawn(peers::report_loop(s.clone(), self.shutdown.clone())));
+        self.tasks.push(tokio::spawn(peers::leader_watch(s.clone(), self.shutdown.clone())));
+        let published = peers::publish_member_info(s.clone(), local, http_addr, self.shutdown.clone());
+        self.tasks.push(tokio::spawn(published));
         s.ready.store(true, Ordering::Release);
         tracing::info!(%local, "serving ZooKeeper clients");
         Ok(local)
+    }
+
+    /// Resolves if the Raft core stops on a fatal error (a panic, such as
+    /// openraft#2116, or a storage failure). Nothing can be served then;
+    /// the caller restarts the node.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.shared.raft.metrics();
+        loop {
+            if let Err(fatal) = &rx.borrow_watched().running_state {
+                return fatal.to_string();
+            }
+            if rx.changed().await.is_err() {
+                return "the raft core stopped".into();
+            }
+        }
     }
 
     /// Stops accepting, stops Raft, and makes the applied state durable.

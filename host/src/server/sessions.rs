@@ -24,6 +24,8 @@ struct Entry {
 #[derive(Default)]
 pub struct Liveness {
     sessions: Mutex<HashMap<i64, Entry>>,
+    /// Heard from since the last report to the leader.
+    touched: Mutex<std::collections::HashSet<i64>>,
 }
 
 impl Liveness {
@@ -41,7 +43,16 @@ impl Liveness {
     pub fn touch(&self, id: i64, now: Instant) {
         if let Some(e) = self.sessions.lock().get_mut(&id) {
             e.deadline = now + e.timeout;
+            self.touched.lock().insert(id);
         }
+    }
+
+    /// The sessions heard from since the last call, in id order: what a
+    /// follower reports to the leader.
+    pub fn take_touched(&self) -> Vec<i64> {
+        let mut out: Vec<i64> = std::mem::take(&mut *self.touched.lock()).into_iter().collect();
+        out.sort_unstable();
+        out
     }
 
     /// Every session gets a full timeout from `now`.

@@ -1,0 +1,240 @@
+//! Multi-process clusters on loopback, and a fault proxy between members.
+//!
+//! [`Cluster::start`] runs N `corral serve` processes with one shared
+//! `initial_cluster`, secret and admin token. With `proxied`, every member's
+//! Raft address in the membership is a [`Proxy`] port in front of its real
+//! one, so a test can cut links between members.
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::Corral;
+
+pub const SECRET: &str = "test-cluster-secret-0123456789";
+pub const TOKEN: &str = "corral_test_token_0123456789abcdef";
+
+pub struct Cluster {
+    pub nodes: Vec<Corral>,
+    pub proxy: Option<Proxy>,
+}
+
+impl Cluster {
+    /// Starts `n` members (ids 1..=n) and waits until all serve.
+    pub fn start(dir: &Path, n: usize, extra: &[(&str, &str)], proxied: bool) -> Cluster {
+        let mut nodes: Vec<Corral> =
+            (1..=n).map(|i| Corral::configure(&dir.join(format!("node-{i}")), extra)).collect();
+        let proxy = proxied.then(|| Proxy::start(nodes.iter().map(|c| c.raft).collect()));
+        let members: Vec<String> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let addr = proxy.as_ref().map_or(c.raft, |p| p.listen[i]);
+                format!("{}={addr}", i + 1)
+            })
+            .collect();
+        for (i, c) in nodes.iter_mut().enumerate() {
+            c.set("node_id", &(i + 1).to_string());
+            c.set(
+                "initial_cluster",
+                &format!("[{}]", members.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(",")),
+            );
+            c.set("cluster_secret", SECRET);
+            c.set("initial_admin_token", TOKEN);
+            c.admin_token = Some(TOKEN.into());
+            c.spawn();
+        }
+        for c in nodes.iter_mut() {
+            c.wait_ready();
+        }
+        Cluster { nodes, proxy }
+    }
+
+    /// Every member's ZooKeeper address.
+    pub fn clients(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|c| c.client).collect()
+    }
+
+    /// Member `i`'s view of the cluster (`/api/v1/cluster`), if it answers.
+    pub fn view(&self, i: usize) -> Option<serde_json::Value> {
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(2))).build().into();
+        let mut resp = agent
+            .get(format!("{}/api/v1/cluster", self.nodes[i].api()))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .call()
+            .ok()?;
+        resp.body_mut().read_json().ok()
+    }
+
+    /// The index of the leader, once a running member leads and every
+    /// running member agrees.
+    pub fn leader(&mut self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_running()).collect();
+            let leaders: Vec<Option<u64>> =
+                running.iter().map(|&i| self.view(i).and_then(|v| v["leader"].as_u64())).collect();
+            if let Some(Some(l)) = leaders.first()
+                && leaders.iter().all(|x| *x == Some(*l))
+                && running.contains(&(*l as usize - 1))
+                && self.view(*l as usize - 1).is_some_and(|v| v["state"] == "leader")
+            {
+                return *l as usize - 1;
+            }
+            assert!(Instant::now() < deadline, "no agreed leader among {running:?}: {leaders:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until every running member has applied the same index with
+    /// the same digest; returns them.
+    pub fn converged(&mut self) -> (u64, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let running: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_running()).collect();
+            let states: Vec<Option<(u64, String)>> = running
+                .iter()
+                .map(|&i| {
+                    let v = self.view(i)?;
+                    Some((v["applied_index"].as_u64()?, v["digest"].as_str()?.to_owned()))
+                })
+                .collect();
+            if let Some(Some(first)) = states.first()
+                && states.iter().all(|s| s.as_ref() == Some(first))
+            {
+                return first.clone();
+            }
+            assert!(Instant::now() < deadline, "members did not converge: {states:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A TCP proxy in front of each member's Raft port. It learns which member
+/// dialled from the transport's `Hello` frame, and holds the bytes of cut
+/// links: like a dropped packet, a held byte is not lost, it arrives when
+/// the link heals (TCP retransmits), and the sender's buffers fill meanwhile.
+pub struct Proxy {
+    pub listen: Vec<SocketAddr>,
+    cut: Arc<Mutex<HashSet<(u64, u64)>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    fn start(upstreams: Vec<SocketAddr>) -> Proxy {
+        let cut: Arc<Mutex<HashSet<(u64, u64)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut listen = Vec::new();
+        for (i, up) in upstreams.into_iter().enumerate() {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            l.set_nonblocking(true).unwrap();
+            listen.push(l.local_addr().unwrap());
+            let to = i as u64 + 1;
+            let (cut, stop) = (cut.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match l.accept() {
+                        Ok((down, _)) => {
+                            let (cut, stop) = (cut.clone(), stop.clone());
+                            std::thread::spawn(move || relay(down, up, to, cut, stop));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            });
+        }
+        Proxy { listen, cut, stop }
+    }
+
+    /// Cuts every link between `node` (1-based id) and the others.
+    pub fn isolate(&self, node: u64, members: u64) {
+        let mut cut = self.cut.lock().unwrap();
+        for other in (1..=members).filter(|&o| o != node) {
+            cut.insert((node, other));
+            cut.insert((other, node));
+        }
+    }
+
+    pub fn heal(&self) {
+        self.cut.lock().unwrap().clear();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Relays one connection dialled by some member to member `to`.
+fn relay(mut down: TcpStream, up: SocketAddr, to: u64, cut: Arc<Mutex<HashSet<(u64, u64)>>>, stop: Arc<AtomicBool>) {
+    let Ok(mut upstream) = TcpStream::connect(up) else { return };
+    let _ = down.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
+    // The dialler speaks first after the challenge: read its Hello to learn
+    // who it is. Frame: u32 BE length, postcard enum index 1, varint id.
+    let mut from = 0u64;
+    let (mut d2, mut u2) = (down.try_clone().unwrap(), upstream.try_clone().unwrap());
+    let stop2 = stop.clone();
+    let cut2 = cut.clone();
+    let from_shared = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let from_up = from_shared.clone();
+    // upstream -> down (challenge, welcome, responses)
+    std::thread::spawn(move || pipe(&mut u2, &mut d2, move || (from_up.load(Ordering::Relaxed), to), cut2, stop2));
+    let mut len = [0u8; 4];
+    if down.read_exact(&mut len).is_err() {
+        return;
+    }
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    if body.len() > 1 << 16 || down.read_exact(&mut body).is_err() {
+        return;
+    }
+    if body.first() == Some(&1) && body.len() > 1 && body[1] < 128 {
+        from = body[1] as u64;
+    }
+    from_shared.store(from, Ordering::Relaxed);
+    // Hold the Hello too while the link is cut.
+    while cut.lock().unwrap().contains(&(from, to)) && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if upstream.write_all(&len).is_err() || upstream.write_all(&body).is_err() {
+        return;
+    }
+    pipe(&mut down, &mut upstream, move || (from, to), cut, stop);
+}
+
+fn pipe(
+    src: &mut TcpStream,
+    dst: &mut TcpStream,
+    link: impl Fn() -> (u64, u64),
+    cut: Arc<Mutex<HashSet<(u64, u64)>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let _ = src.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        let (a, b) = link();
+        let held = { cut.lock().unwrap().iter().any(|&(x, y)| (x, y) == (a, b) || (x, y) == (b, a)) };
+        if held {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        match src.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if dst.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let _ = dst.shutdown(std::net::Shutdown::Both);
+    let _ = src.shutdown(std::net::Shutdown::Both);
+}

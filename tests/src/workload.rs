@@ -1,0 +1,278 @@
+//! A recorded register workload for the history [`checker`](crate::checker).
+//!
+//! Each client is a thread with one ZooKeeper session, driven over raw
+//! sockets so that every reply's zxid and every notification is seen
+//! exactly. It starts on member `client % n` and does one request at a
+//! time: `setData` of a unique value, or `getData` with a watch. When its
+//! connection breaks, the request in flight is recorded as indeterminate
+//! and the client resumes its session on the next member, with its last
+//! seen zxid, as a real client does.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::Jute;
+use crate::checker::{Event, History, Op, OpKind, Outcome, Reg};
+
+const SET_DATA: i32 = 5;
+const GET_DATA: i32 = 4;
+const CREATE: i32 = 1;
+const SYNC: i32 = 9;
+/// Where the registers live.
+pub const ROOT: &str = "/history";
+
+pub fn key_path(key: usize) -> String {
+    format!("{ROOT}/k{key}")
+}
+
+/// A connection that fails instead of panicking.
+struct Conn {
+    stream: TcpStream,
+}
+
+impl Conn {
+    /// Opens or resumes a session; `Ok(None)` when the session is gone.
+    fn open(
+        addr: SocketAddr,
+        timeout_ms: i32,
+        session: i64,
+        password: &[u8],
+        last_zxid: i64,
+    ) -> std::io::Result<Option<(Conn, i64, Vec<u8>)>> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+        stream.set_read_timeout(Some(Duration::from_millis(timeout_ms as u64 / 2)))?;
+        stream.set_nodelay(true)?;
+        let mut c = Conn { stream };
+        let req = Jute::default().int(0).long(last_zxid).int(timeout_ms).long(session).buf(Some(password)).bool(false);
+        c.send_raw(&req.0)?;
+        let body = c.read()?;
+        if body.len() < 36 {
+            return Err(std::io::Error::other("short ConnectResponse"));
+        }
+        let timeout = i32::from_be_bytes(body[4..8].try_into().unwrap());
+        let session = i64::from_be_bytes(body[8..16].try_into().unwrap());
+        if timeout <= 0 {
+            return Ok(None);
+        }
+        Ok(Some((c, session, body[20..36].to_vec())))
+    }
+
+    fn send_raw(&mut self, body: &[u8]) -> std::io::Result<()> {
+        let mut f = (body.len() as i32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        self.stream.write_all(&f)
+    }
+
+    fn send(&mut self, xid: i32, opcode: i32, body: Jute) -> std::io::Result<()> {
+        let mut b = Jute::default().int(xid).int(opcode).0;
+        b.extend_from_slice(&body.0);
+        self.send_raw(&b)
+    }
+
+    fn read(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len)?;
+        let n = i32::from_be_bytes(len);
+        if !(0..=1 << 20).contains(&n) {
+            return Err(std::io::Error::other("bad frame length"));
+        }
+        let mut b = vec![0u8; n as usize];
+        self.stream.read_exact(&mut b)?;
+        Ok(b)
+    }
+}
+
+/// (version, mzxid) from a Stat.
+fn stat(b: &[u8]) -> (i32, i64) {
+    (i32::from_be_bytes(b[32..36].try_into().unwrap()), i64::from_be_bytes(b[8..16].try_into().unwrap()))
+}
+
+/// Creates the registers, empty, through `server`.
+pub fn setup(server: SocketAddr, keys: usize) {
+    let mut raw = crate::Raw::connect(server, 10_000);
+    for path in std::iter::once(ROOT.to_owned()).chain((0..keys).map(key_path)) {
+        let f = raw.call(1, CREATE, Jute::default().str(&path).buf(Some(b"")).open_acl().int(0));
+        assert!(f.err == 0 || f.err == -110, "creating {path}: error {}", f.err);
+    }
+}
+
+/// The run's shared clock and stop flag.
+pub struct Clock {
+    start: Instant,
+    pub stop: AtomicBool,
+    /// Acknowledged writes so far, for progress checks.
+    pub acked: AtomicU64,
+}
+
+impl Clock {
+    pub fn new() -> Arc<Clock> {
+        Arc::new(Clock { start: Instant::now(), stop: AtomicBool::new(false), acked: AtomicU64::new(0) })
+    }
+
+    /// Nanoseconds on the history's clock.
+    pub fn ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+}
+
+/// Runs one client until `clock.stop`; returns its operations and events.
+pub fn client(id: usize, servers: Vec<SocketAddr>, keys: usize, clock: Arc<Clock>) -> (Vec<Op>, Vec<Event>) {
+    let timeout_ms = 4000;
+    let mut ops = Vec::new();
+    let mut events = Vec::new();
+    let mut rng = rand::rng();
+    let (mut session, mut password, mut last_zxid) = (0i64, vec![0u8; 16], 0i64);
+    let mut conn_no = 0u32;
+    let mut server = id % servers.len();
+    let mut conn: Option<Conn> = None;
+    let mut xid = 0;
+    let mut recv_seq = 0u64;
+    let mut seq = 0u64;
+    while !clock.stop.load(Ordering::Relaxed) {
+        let Some(c) = conn.as_mut() else {
+            match Conn::open(servers[server], timeout_ms, session, &password, last_zxid) {
+                Ok(Some((c, s, p))) => {
+                    session = s;
+                    password = p;
+                    conn_no += 1;
+                    conn = Some(c);
+                }
+                Ok(None) => {
+                    // Expired: start a new session (reads may then be older
+                    // than this client saw, which a new session may do).
+                    session = 0;
+                    password = vec![0; 16];
+                    conn_no += 1;
+                }
+                Err(_) => {
+                    server = (server + 1) % servers.len();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            continue;
+        };
+        xid += 1;
+        let key = rand::Rng::random_range(&mut rng, 0..keys);
+        let kind = if rand::Rng::random_bool(&mut rng, 0.5) {
+            seq += 1;
+            OpKind::Set { key, value: format!("c{id}-{seq}") }
+        } else {
+            OpKind::Get { key, watch: true }
+        };
+        let body = match &kind {
+            OpKind::Set { key, value } => Jute::default().str(&key_path(*key)).buf(Some(value.as_bytes())).int(-1),
+            OpKind::Get { key, watch } => Jute::default().str(&key_path(*key)).bool(*watch),
+        };
+        let opcode = if matches!(kind, OpKind::Set { .. }) { SET_DATA } else { GET_DATA };
+        let invoke_ns = clock.ns();
+        let mut op = Op {
+            client: id,
+            session,
+            conn: conn_no,
+            server,
+            kind,
+            invoke_ns,
+            complete_ns: 0,
+            outcome: Outcome::Info,
+            zxid: 0,
+            reg: None,
+            recv_seq: 0,
+        };
+        let sent = c.send(xid, opcode, body);
+        let reply = sent.and_then(|()| {
+            loop {
+                let f = c.read()?;
+                recv_seq += 1;
+                let fxid = i32::from_be_bytes(f[0..4].try_into().unwrap());
+                let zxid = i64::from_be_bytes(f[4..12].try_into().unwrap());
+                if fxid == -1 {
+                    // type, state, path
+                    let path = String::from_utf8_lossy(&f[28..]).into_owned();
+                    if let Some(k) = path.strip_prefix(&format!("{ROOT}/k")).and_then(|k| k.parse().ok()) {
+                        events.push(Event { client: id, conn: conn_no, key: k, zxid, recv_seq });
+                    }
+                    continue;
+                }
+                if fxid == xid {
+                    break Ok((zxid, i32::from_be_bytes(f[12..16].try_into().unwrap()), f[16..].to_vec()));
+                }
+            }
+        });
+        op.complete_ns = clock.ns();
+        match reply {
+            Ok((zxid, err, body)) => {
+                op.zxid = zxid;
+                op.recv_seq = recv_seq;
+                last_zxid = last_zxid.max(zxid);
+                if err != 0 {
+                    op.outcome = Outcome::Fail(err);
+                } else {
+                    op.outcome = Outcome::Ok;
+                    op.reg = Some(match &op.kind {
+                        OpKind::Set { value, .. } => {
+                            clock.acked.fetch_add(1, Ordering::Relaxed);
+                            let (version, mzxid) = stat(&body);
+                            Reg { value: value.clone(), version, mzxid }
+                        }
+                        OpKind::Get { .. } => {
+                            let n = i32::from_be_bytes(body[0..4].try_into().unwrap()).max(0) as usize;
+                            let (version, mzxid) = stat(&body[4 + n..]);
+                            Reg { value: String::from_utf8_lossy(&body[4..4 + n]).into_owned(), version, mzxid }
+                        }
+                    });
+                }
+            }
+            Err(_) => {
+                // Broken or silent: the outcome is unknown. Move on.
+                conn = None;
+                server = (server + 1) % servers.len();
+            }
+        }
+        ops.push(op);
+    }
+    if let Some(mut c) = conn {
+        let _ = c.send(-8, -11, Jute::default());
+    }
+    (ops, events)
+}
+
+/// Runs `clients` clients over `servers` while `during` runs (the faults),
+/// then stops them.
+pub fn run(servers: &[SocketAddr], clients: usize, keys: usize, during: impl FnOnce(&Clock)) -> History {
+    let clock = Clock::new();
+    let handles: Vec<_> = (0..clients)
+        .map(|i| {
+            let (servers, clock) = (servers.to_vec(), clock.clone());
+            std::thread::spawn(move || client(i, servers, keys, clock))
+        })
+        .collect();
+    during(&clock);
+    clock.stop.store(true, Ordering::Relaxed);
+    let mut h = History::default();
+    for t in handles {
+        let (ops, events) = t.join().expect("client thread");
+        h.ops.extend(ops);
+        h.events.extend(events);
+    }
+    h
+}
+
+/// Every register as `server` shows it after a `sync`.
+pub fn final_state(server: SocketAddr, keys: usize) -> Vec<Option<Reg>> {
+    let mut raw = crate::Raw::connect(server, 10_000);
+    let f = raw.call(1, SYNC, Jute::default().str(ROOT));
+    assert_eq!(f.err, 0, "sync on {server}");
+    (0..keys)
+        .map(|k| {
+            let f = raw.call(2, GET_DATA, Jute::default().str(&key_path(k)).bool(false));
+            (f.err == 0).then(|| {
+                let n = i32::from_be_bytes(f.body[0..4].try_into().unwrap()).max(0) as usize;
+                let (version, mzxid) = stat(&f.body[4 + n..]);
+                Reg { value: String::from_utf8_lossy(&f.body[4..4 + n]).into_owned(), version, mzxid }
+            })
+        })
+        .collect()
+}

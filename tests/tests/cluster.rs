@@ -1,0 +1,440 @@
+//! Replicated Corral: real `corral serve` processes on loopback, real
+//! crashes (kill -9), partitions through a fault proxy, membership changes,
+//! and sessions that move between members. Every load test records a
+//! history and runs the checker over it, then compares the members'
+//! digests at the same applied index.
+//!
+//! Clusters are started one at a time (`SERIAL`): two cores do not run
+//! several multi-process clusters well.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use corral_tests::checker::{self, History, OpKind, Outcome};
+use corral_tests::cluster::{Cluster, TOKEN};
+use corral_tests::workload::{self, Clock};
+use corral_tests::{Corral, Jute, Raw, eventually};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const KEYS: usize = 8;
+
+/// Waits until `clock` has counted `n` more acknowledged writes.
+fn more_writes(clock: &Clock, n: u64, within: Duration) {
+    let start = clock.acked.load(Ordering::Relaxed);
+    assert!(
+        eventually(within, || clock.acked.load(Ordering::Relaxed) >= start + n),
+        "writes stalled: {} acknowledged in {within:?}, wanted {n}",
+        clock.acked.load(Ordering::Relaxed) - start
+    );
+}
+
+/// Checks the history against every member's final state and the members'
+/// digests against each other.
+fn check_history(c: &mut Cluster, mut h: History) -> checker::Report {
+    let (index, digest) = c.converged();
+    h.finals = c.clients().iter().map(|&s| workload::final_state(s, KEYS)).collect();
+    let r = checker::check(&h);
+    eprintln!(
+        "history: {} ok writes, {} indeterminate ({} took effect), {} reads, {} events; members at index {index} digest {digest}",
+        r.ok_writes, r.info_writes, r.info_effective, r.reads, r.events
+    );
+    r.assert_valid();
+    assert!(r.ok_writes > 100 && r.reads > 100, "too little load to mean anything: {r:?}");
+    r
+}
+
+#[test]
+fn the_leader_of_three_is_killed_under_load_and_nothing_acknowledged_is_lost() {
+    leader_killed_under_load(3);
+}
+
+#[test]
+fn the_leader_of_five_is_killed_under_load_and_nothing_acknowledged_is_lost() {
+    leader_killed_under_load(5);
+}
+
+fn leader_killed_under_load(n: usize) {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), n, &[("snapshot_every_entries", "3000")], false);
+    workload::setup(c.nodes[0].client, KEYS);
+    let servers = c.clients();
+    let h = workload::run(&servers, 2 * n, KEYS, |clock| {
+        more_writes(clock, 300, Duration::from_secs(20));
+        let leader = c.leader();
+        c.nodes[leader].kill9();
+        // Service continues on the two others.
+        more_writes(clock, 300, Duration::from_secs(20));
+        let new = c.leader();
+        assert_ne!(new, leader);
+        c.nodes[leader].restart();
+        more_writes(clock, 300, Duration::from_secs(20));
+    });
+    check_history(&mut c, h);
+}
+
+#[test]
+fn followers_crash_and_catch_up_even_after_compaction_on_five_nodes() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = [("snapshot_every_entries", "500"), ("snapshot_logs_to_keep", "100")];
+    let mut c = Cluster::start(dir.path(), 5, &extra, false);
+    workload::setup(c.nodes[0].client, KEYS);
+    let servers = c.clients();
+    let h = workload::run(&servers, 5, KEYS, |clock| {
+        let leader = c.leader();
+        let followers: Vec<usize> = (0..5).filter(|&i| i != leader).collect();
+        // One follower is down while the log moves on past two snapshots:
+        // it must come back by installing a snapshot.
+        let f = followers[0];
+        c.nodes[f].kill9();
+        more_writes(clock, 1500, Duration::from_secs(60));
+        c.nodes[f].restart();
+        assert!(
+            eventually(Duration::from_secs(30), || c.nodes[f].log().contains("snapshot installed")),
+            "node {} did not catch up by snapshot",
+            f + 1
+        );
+        more_writes(clock, 200, Duration::from_secs(20));
+        // Two followers of five fail at once: three still make a quorum.
+        let (a, b) = (followers[1], followers[2]);
+        c.nodes[a].kill9();
+        c.nodes[b].kill9();
+        more_writes(clock, 300, Duration::from_secs(20));
+        c.nodes[a].restart();
+        c.nodes[b].restart();
+        more_writes(clock, 200, Duration::from_secs(20));
+    });
+    check_history(&mut c, h);
+}
+
+#[test]
+fn an_isolated_leader_stops_acknowledging_and_the_majority_goes_on() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, &[], true);
+    workload::setup(c.nodes[0].client, KEYS);
+    let servers = c.clients();
+    let old = c.leader();
+    // Who claims to lead, in which term, as every member reports it.
+    let claims: std::sync::Arc<Mutex<Vec<(u64, u64)>>> = Default::default();
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let monitor = {
+        let (claims, watching) = (claims.clone(), watching.clone());
+        let apis: Vec<String> = c.nodes.iter().map(Corral::api).collect();
+        std::thread::spawn(move || {
+            let agent: ureq::Agent =
+                ureq::Agent::config_builder().timeout_global(Some(Duration::from_millis(500))).build().into();
+            while watching.load(Ordering::Relaxed) {
+                for api in &apis {
+                    let v: Option<serde_json::Value> = agent
+                        .get(format!("{api}/api/v1/cluster"))
+                        .header("authorization", format!("Bearer {TOKEN}"))
+                        .call()
+                        .ok()
+                        .and_then(|mut r| r.body_mut().read_json().ok());
+                    if let Some(v) = v
+                        && v["state"] == "leader"
+                    {
+                        claims.lock().unwrap().push((v["term"].as_u64().unwrap(), v["node_id"].as_u64().unwrap()));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let mut window = (0, 0);
+    let mut new_leader = old;
+    // A session on the leader, opened before the cut.
+    let mut probe = Raw::connect(c.nodes[old].client, 10_000);
+    assert_eq!(probe.call(1, 1, Jute::default().str("/probe").buf(Some(b"")).open_acl().int(0)).err, 0);
+    let h = workload::run(&servers, 6, KEYS, |clock| {
+        more_writes(clock, 300, Duration::from_secs(20));
+        window.0 = clock.ns();
+        c.proxy.as_ref().unwrap().isolate(old as u64 + 1, 3);
+        // The majority elects a new leader and keeps taking writes.
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                (0..3).filter(|&i| i != old).any(|i| {
+                    c.view(i).is_some_and(|v| {
+                        v["state"] == "leader" && {
+                            new_leader = i;
+                            true
+                        }
+                    })
+                })
+            }),
+            "the majority did not elect a leader"
+        );
+        more_writes(clock, 300, Duration::from_secs(20));
+        // The cut-off leader takes a write from its own client, and never
+        // acknowledges it: it has no quorum.
+        probe.stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        probe.send(2, 5, Jute::default().str("/probe").buf(Some(b"minority")).int(-1));
+        let answer = probe.recv();
+        assert!(answer.as_ref().is_none_or(|f| f.err != 0), "the isolated leader acknowledged a write: {answer:?}");
+        window.1 = clock.ns();
+        c.proxy.as_ref().unwrap().heal();
+        more_writes(clock, 200, Duration::from_secs(20));
+    });
+    watching.store(false, Ordering::Relaxed);
+    monitor.join().unwrap();
+    assert_ne!(new_leader, old);
+    // The isolated leader acknowledged nothing sent to it while cut off.
+    let tried: Vec<_> = h
+        .ops
+        .iter()
+        .filter(|o| {
+            matches!(o.kind, OpKind::Set { .. }) && o.server == old && o.invoke_ns > window.0 && o.invoke_ns < window.1
+        })
+        .collect();
+    let acked: Vec<_> = tried.iter().filter(|o| o.outcome == Outcome::Ok && o.complete_ns < window.1).collect();
+    assert!(acked.is_empty(), "the isolated leader acknowledged writes: {acked:?}");
+    eprintln!("{} writes were sent to the isolated leader; none was acknowledged", tried.len());
+    let claims = claims.lock().unwrap();
+    let mut by_term = std::collections::BTreeMap::new();
+    for &(term, node) in claims.iter() {
+        let first = *by_term.entry(term).or_insert(node);
+        assert_eq!(first, node, "two leaders in term {term}: {first} and {node}");
+    }
+    assert!(by_term.len() >= 2, "expected a new term: {by_term:?}");
+    check_history(&mut c, h);
+}
+
+/// A ZooKeeper `getData` of `/zookeeper/config` through `server`.
+fn zk_config(server: SocketAddr) -> String {
+    let mut raw = Raw::connect(server, 5000);
+    let f = raw.call(1, 4, Jute::default().str("/zookeeper/config").bool(false));
+    assert_eq!(f.err, 0);
+    let n = i32::from_be_bytes(f.body[0..4].try_into().unwrap()) as usize;
+    String::from_utf8(f.body[4..4 + n].to_vec()).unwrap()
+}
+
+fn corral_cli(c: &Corral, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(corral_tests::binary())
+        .args(["--api", &c.api(), "--token", TOKEN])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn members_are_added_promoted_and_removed_through_the_api_the_cli_and_reconfig() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let superuser = ("superuser_digest", "\"super:D/InIHSb7yEEbrWz8b9l71RjZJU=\"");
+    let mut c = Cluster::start(dir.path(), 3, &[superuser, ("reconfig_enabled", "true")], false);
+    let mut raw = Raw::connect(c.nodes[0].client, 5000);
+    let f = raw.call(1, 1, Jute::default().str("/before").buf(Some(b"x")).open_acl().int(0));
+    assert_eq!(f.err, 0);
+    // Each member publishes its client address once it serves.
+    let lines: Vec<String> = (0..3)
+        .map(|i| {
+            format!("server.{}=127.0.0.1:{1}:{1}:participant;{2}", i + 1, c.nodes[i].raft.port(), c.nodes[i].client)
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let config = zk_config(c.nodes[2].client);
+            lines.iter().all(|l| config.contains(l))
+        }),
+        "{lines:?} not all in\n{}",
+        zk_config(c.nodes[2].client)
+    );
+
+    // A fourth node starts empty and waits to be added.
+    let mut four = Corral::configure(&dir.path().join("node-4"), &[superuser, ("reconfig_enabled", "true")]);
+    for (k, v) in [("node_id", "4"), ("join", "true"), ("cluster_secret", corral_tests::cluster::SECRET)] {
+        four.set(k, v);
+    }
+    four.admin_token = Some(TOKEN.into());
+    four.spawn();
+    let leader = c.leader();
+    let follower = (leader + 1) % 3;
+    // Through a follower: the change is forwarded to the leader.
+    let out = corral_cli(&c.nodes[follower], &["cluster", "add-learner", "4", &four.raft.to_string()]);
+    assert!(out.status.success(), "add-learner: {}", String::from_utf8_lossy(&out.stderr));
+    four.wait_ready();
+    // The learner has the data, serves reads, and says it is an observer.
+    assert!(eventually(Duration::from_secs(10), || zk_config(four.client).contains(":observer;")));
+    let mut r4 = Raw::connect(four.client, 5000);
+    assert_eq!(r4.call(1, 4, Jute::default().str("/before").bool(false)).err, 0);
+    assert!(four.four("srvr").contains("Mode: observer"));
+    let v = c.view(leader).unwrap();
+    let m4 = v["members"].as_array().unwrap().iter().find(|m| m["id"] == 4).unwrap().clone();
+    assert_eq!(m4["role"], "learner");
+
+    // Promote it with the CLI.
+    let out = corral_cli(&c.nodes[leader], &["--json", "cluster", "promote", "4"]);
+    assert!(out.status.success(), "promote: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(eventually(Duration::from_secs(10), || {
+        zk_config(four.client).contains(&format!("server.4=127.0.0.1:{0}:{0}:participant", four.raft.port()))
+    }));
+    let mntr = c.nodes[leader].four("mntr");
+    assert!(mntr.contains("zk_followers\t3") && mntr.contains("zk_synced_followers\t3"), "{mntr}");
+    assert!(c.nodes[follower].four("mntr").contains("zk_server_state\tfollower"));
+
+    // ZooKeeper's reconfig removes it again: only for the superuser, and
+    // only against the current config version.
+    let config = zk_config(c.nodes[0].client);
+    let version = i64::from_str_radix(config.lines().last().unwrap().strip_prefix("version=").unwrap(), 16).unwrap();
+    let reconfig = |raw: &mut Raw, leaving: &str, version: i64| {
+        raw.call(9, 16, Jute::default().buf(None).str(leaving).buf(None).long(version))
+    };
+    let mut plain = Raw::connect(c.nodes[0].client, 5000);
+    assert_eq!(reconfig(&mut plain, "4", version).err, -102, "NoAuth without the superuser");
+    let mut admin = Raw::connect(c.nodes[0].client, 5000);
+    assert_eq!(admin.call(-4, 100, Jute::default().int(0).str("digest").buf(Some(b"super:test"))).err, 0);
+    assert_eq!(reconfig(&mut admin, "4", version - 1).err, -103, "BadVersion for a stale config id");
+    let f = reconfig(&mut admin, "4", version);
+    assert_eq!(f.err, 0, "reconfig");
+    let n = i32::from_be_bytes(f.body[0..4].try_into().unwrap()) as usize;
+    let new_config = String::from_utf8(f.body[4..4 + n].to_vec()).unwrap();
+    assert!(!new_config.contains("server.4="), "{new_config}");
+    assert_ne!(new_config.lines().last(), config.lines().last(), "the version moved");
+    // Removing a member that is not there is a conflict (exit code 4).
+    let out = corral_cli(&c.nodes[0], &["cluster", "remove", "4"]);
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    // The three that remain still take writes.
+    assert_eq!(raw.call(2, 5, Jute::default().str("/before").buf(Some(b"y")).int(-1)).err, 0);
+    drop(four);
+    c.converged();
+}
+
+#[test]
+fn sessions_move_between_members_and_expire_only_through_the_leader() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = [("container_check_interval_ms", "200"), ("extended_types", "true")];
+    let mut c = Cluster::start(dir.path(), 3, &extra, false);
+    let leader = c.leader();
+    let (f1, f2) = ((leader + 1) % 3, (leader + 2) % 3);
+
+    // A session on one follower, with an ephemeral.
+    let mut a = Raw::connect(c.nodes[f1].client, 4000);
+    let f = a.call(1, 1, Jute::default().str("/eph").buf(Some(b"")).open_acl().int(1));
+    assert_eq!(f.err, 0);
+    let seen = f.zxid;
+    // A member behind the client's last zxid refuses it.
+    assert!(Raw::resume(c.nodes[f2].client, 4000, a.session, &a.password, seen + 1_000_000).is_none());
+    // Another member takes the session over: the owner changes in the log,
+    // and the old connection is closed on its next write, without a reply.
+    let mut b = Raw::resume(c.nodes[f2].client, 4000, a.session, &a.password, seen).expect("session resumed");
+    let _ = a.stream.set_read_timeout(Some(Duration::from_secs(3)));
+    a.send(2, 5, Jute::default().str("/eph").buf(Some(b"old")).int(-1));
+    let answer = a.recv();
+    assert!(answer.is_none() || answer.as_ref().is_some_and(|f| f.err == -118), "old connection answered {answer:?}");
+    let f = b.call(3, 5, Jute::default().str("/eph").buf(Some(b"new")).int(-1));
+    assert_eq!(f.err, 0, "the new owner writes");
+
+    // Containers and TTL nodes for the reaper of the next leader.
+    let mut z = Raw::connect(c.nodes[f2].client, 4000);
+    assert_eq!(z.call(1, 19, Jute::default().str("/box").buf(Some(b"")).open_acl().int(4)).err, 0);
+    assert_eq!(z.call(2, 1, Jute::default().str("/box/x").buf(Some(b"")).open_acl().int(0)).err, 0);
+    assert_eq!(z.call(3, 21, Jute::default().str("/ttl").buf(Some(b"")).open_acl().int(5).long(1500)).err, 0);
+
+    // The leader dies. The session stays alive on a follower that hears
+    // from it: liveness reports reach the new leader.
+    c.nodes[leader].kill9();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let mut xid = 10;
+    while Instant::now() < deadline {
+        xid += 1;
+        assert_eq!(b.call(xid, 11, Jute::default()).err, 0);
+        assert_eq!(z.call(xid, 11, Jute::default()).err, 0);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let new = c.leader();
+    assert_ne!(new, leader);
+    let exists = |z: &mut Raw, xid: i32, path: &str| z.call(xid, 3, Jute::default().str(path).bool(false)).err == 0;
+    assert!(exists(&mut z, 20, "/eph"), "a live session's ephemeral survived the leader change");
+    // The container is reaped and the TTL node expires under the new leader.
+    assert_eq!(z.call(21, 2, Jute::default().str("/box/x").int(-1)).err, 0);
+    let mut x = 30;
+    assert!(eventually(Duration::from_secs(10), || {
+        x += 1;
+        !exists(&mut z, x, "/box") && !exists(&mut z, x + 1000, "/ttl")
+    }));
+    // Silence: the new leader expires the session, through the log.
+    drop(b);
+    let gone = Instant::now();
+    assert!(eventually(Duration::from_secs(15), || {
+        x += 1;
+        !exists(&mut z, x, "/eph")
+    }));
+    assert!(gone.elapsed() >= Duration::from_millis(3000), "expired before its timeout");
+    c.nodes[leader].restart();
+    c.converged();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_client_sessions_span_members() {
+    use zookeeper_client as zk;
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let words = [("four_letter_words", "[\"*\"]"), ("four_letter_dump_interval_ms", "0")];
+    let mut c = tokio::task::block_in_place(|| Cluster::start(dir.path(), 3, &words, false));
+    let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let connect = |addr: String| async move {
+        zk::Client::connector().with_session_timeout(Duration::from_secs(4)).connect(&addr).await.expect("connect")
+    };
+    // One client per member.
+    let z: Vec<zk::Client> = futures_join(c.clients().iter().map(|a| connect(a.to_string()))).await;
+    z[0].create("/shared", b"0", &opts).await.unwrap();
+    let (_, _, watch) = z[2].get_and_watch_data("/shared").await.unwrap();
+    z[1].set_data("/shared", b"1", None).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), watch.changed()).await.expect("event");
+    assert_eq!(event.event_type, zk::EventType::NodeDataChanged);
+    // sync, then the read on another member sees the write.
+    z[2].sync("/shared").await.unwrap();
+    assert_eq!(z[2].get_data("/shared").await.unwrap().0, b"1");
+    for (i, zi) in z.iter().enumerate() {
+        zi.create(&format!("/shared/c{i}"), b"", &opts).await.unwrap();
+    }
+    for zi in &z {
+        zi.sync("/shared").await.unwrap();
+        assert_eq!(zi.list_children("/shared").await.unwrap().len(), 3);
+    }
+    // A client with every member in its list survives the loss of its
+    // member: it resumes the same session elsewhere, with its watches.
+    let all = c.clients().iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+    let roaming = connect(all).await;
+    let session = roaming.session_id();
+    let (_, _, watch) = roaming.get_and_watch_data("/shared").await.unwrap();
+    let eph = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    roaming.create("/shared/roamer", b"", &eph).await.unwrap();
+    // Kill the member it is connected to.
+    let sid = format!("sid=0x{:x})", session.0);
+    let victim = (0..3).find(|&i| c.nodes[i].four("cons").contains(&sid)).expect("the roaming session is on a member");
+    let other = (victim + 1) % 3;
+    tokio::task::block_in_place(|| c.nodes[victim].kill9());
+    z[other].set_data("/shared", b"2", None).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(15), watch.changed()).await.expect("event after failover");
+    assert_eq!(event.event_type, zk::EventType::NodeDataChanged);
+    assert_eq!(roaming.session_id(), session, "the same session, resumed on another member");
+    assert!((0..3).filter(|&i| i != victim).any(|i| c.nodes[i].four("cons").contains(&sid)));
+    roaming.sync("/shared").await.unwrap();
+    assert_eq!(roaming.get_data("/shared").await.unwrap().0, b"2");
+    assert!(z[other].check_stat("/shared/roamer").await.unwrap().is_some(), "its ephemeral is still there");
+    tokio::task::block_in_place(|| {
+        c.nodes[victim].restart();
+        c.converged();
+    });
+}
+
+async fn futures_join<F: std::future::Future<Output = zk::Client>>(fs: impl Iterator<Item = F>) -> Vec<zk::Client> {
+    let mut out = Vec::new();
+    for f in fs {
+        out.push(f.await);
+    }
+    out
+}
+
+use zookeeper_client as zk;
