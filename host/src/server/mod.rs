@@ -189,6 +189,9 @@ fn raft_config(c: &Config) -> Result<openraft::Config, StartError> {
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_every_entries),
         max_in_snapshot_log_to_keep: c.snapshot_logs_to_keep,
         purge_batch_size: 256,
+        // A member that was down or cut off asks whether it could win before
+        // it raises its term: rejoining does not depose a healthy leader.
+        enable_pre_vote: Some(true),
         ..Default::default()
     }
     .validate()
