@@ -119,6 +119,9 @@ pub struct Config {
     pub snapshot_chunk_bytes: u32,
     /// How long a Raft message may wait for its answer.
     pub raft_rpc_timeout_ms: u64,
+    /// How long a write on a member without a leader (an election is on)
+    /// waits for one before its client gets ConnectionLoss.
+    pub leader_wait_ms: u64,
     /// Entries whose watch events are kept, so that the admin API's event
     /// stream can resume from a past zxid.
     pub event_history_entries: u64,
@@ -172,6 +175,7 @@ impl Default for Config {
             max_append_bytes: 8 << 20,
             snapshot_chunk_bytes: 1 << 20,
             raft_rpc_timeout_ms: 2000,
+            leader_wait_ms: 2000,
             event_history_entries: 100_000,
             http_max_body_bytes: 4 << 20,
             http_metrics_public: false,

@@ -84,7 +84,7 @@ class Corral:
         env["CORRAL_CLIENT_ADDR"] = self.hosts
         env["CORRAL_HTTP_ADDR"] = "127.0.0.1:%d" % self.http_port
         env["CORRAL_RAFT_ADDR"] = "127.0.0.1:%d" % self.raft_port
-        env["RUST_LOG"] = "info,openraft=error"
+        env["RUST_LOG"] = os.environ.get("CORRAL_TEST_LOG", "info,openraft=error")
         log = open(self.dir / "node.log", "ab")
         self.proc = subprocess.Popen([binary(), "serve", "--data-dir", str(self.dir / "data")], env=env,
                                      stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)

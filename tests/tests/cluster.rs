@@ -326,7 +326,13 @@ fn sessions_move_between_members_and_expire_only_through_the_leader() {
     assert!(Raw::resume(c.nodes[f2].client, 4000, a.session, &a.password, seen + 1_000_000).is_none());
     // Another member takes the session over: the owner changes in the log,
     // and the old connection is closed on its next write, without a reply.
-    let mut b = Raw::resume(c.nodes[f2].client, 4000, a.session, &a.password, seen).expect("session resumed");
+    // (Until that member has applied `seen`, it refuses too: retry.)
+    let mut resumed = None;
+    assert!(eventually(Duration::from_secs(5), || {
+        resumed = Raw::resume(c.nodes[f2].client, 4000, a.session, &a.password, seen);
+        resumed.is_some()
+    }));
+    let mut b = resumed.expect("session resumed");
     let _ = a.stream.set_read_timeout(Some(Duration::from_secs(3)));
     a.send(2, 5, Jute::default().str("/eph").buf(Some(b"old")).int(-1));
     let answer = a.recv();
@@ -415,7 +421,18 @@ async fn zookeeper_client_sessions_span_members() {
     let victim = (0..3).find(|&i| c.nodes[i].four("cons").contains(&sid)).expect("the roaming session is on a member");
     let other = (victim + 1) % 3;
     tokio::task::block_in_place(|| c.nodes[victim].kill9());
-    z[other].set_data("/shared", b"2", None).await.unwrap();
+    // If the victim led, a write in flight on another member gets
+    // ConnectionLoss, as from a ZooKeeper follower: the client retries.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match z[other].set_data("/shared", b"2", None).await {
+            Ok(_) => break,
+            Err(zk::Error::ConnectionLoss) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("set_data after the failover: {e}"),
+        }
+    }
     let event = tokio::time::timeout(Duration::from_secs(15), watch.changed()).await.expect("event after failover");
     assert_eq!(event.event_type, zk::EventType::NodeDataChanged);
     assert_eq!(roaming.session_id(), session, "the same session, resumed on another member");

@@ -176,16 +176,22 @@ pub fn apply_membership(
         meta.members.insert(*id, Member { raft_addr: raft_addr.clone(), voter: *voter, ..known });
     }
     meta.config_version = index;
-    let event = write_config_node(tables, meta, index, meta.last_time_ms)?;
-    Ok(Applied { index, origin: None, reply: Reply::None, events: vec![event], session: None })
+    let events = write_config_node(tables, meta, index, meta.last_time_ms)?.into_iter().collect();
+    Ok(Applied { index, origin: None, reply: Reply::None, events, session: None })
 }
 
 /// `/zookeeper/config` in ZooKeeper's dynamic-config format, one line per
 /// member (`server.<id>=<host>:<port>:<port>:<role>;<client address>`; the
 /// Raft address stands for both of ZooKeeper's quorum and election ports)
 /// and then `version=<hex zxid of the membership>`.
+///
+/// A lone voter is a standalone server, and like a standalone ZooKeeper it
+/// shows an empty config.
 pub fn render_config(meta: &Meta) -> String {
     let mut out = String::new();
+    if meta.members.len() == 1 && meta.members.values().all(|m| m.voter) {
+        return out;
+    }
     for (id, m) in &meta.members {
         let role = if m.voter { "participant" } else { "observer" };
         let (host, port) = m.raft_addr.rsplit_once(':').unwrap_or((&m.raft_addr, "0"));
@@ -199,15 +205,25 @@ pub fn render_config(meta: &Meta) -> String {
     out
 }
 
-fn write_config_node(tables: &mut Tables<'_>, meta: &mut Meta, index: u64, time: i64) -> Result<Event, StoreError> {
+/// Rewrites `/zookeeper/config` if its content changed; returns its event.
+fn write_config_node(
+    tables: &mut Tables<'_>,
+    meta: &mut Meta,
+    index: u64,
+    time: i64,
+) -> Result<Option<Event>, StoreError> {
     const PATH: &str = "/zookeeper/config";
     let mut node = tree::get_node(&tables.nodes, PATH)?.expect("every tree has /zookeeper/config");
-    node.data = Some(render_config(meta).into_bytes());
+    let data = render_config(meta).into_bytes();
+    if node.data.as_deref().unwrap_or_default() == data.as_slice() {
+        return Ok(None);
+    }
+    node.data = Some(data);
     node.version = node.version.wrapping_add(1);
     node.mzxid = index as i64;
     node.mtime = time;
     tables.write_node(meta, PATH, Some(&node))?;
-    Ok(Event { kind: EventType::NodeDataChanged, path: PATH.to_owned(), acl: node.acl })
+    Ok(Some(Event { kind: EventType::NodeDataChanged, path: PATH.to_owned(), acl: node.acl }))
 }
 
 /// The 16-byte password of a session: derived from the cluster secret, so
@@ -365,8 +381,7 @@ impl Apply<'_, '_> {
                 };
                 m.client_addr = Some(client_addr.clone());
                 m.http_addr = Some(http_addr.clone());
-                let event = write_config_node(self.tables, self.meta, self.index, self.time)?;
-                self.events.push(event);
+                self.events.extend(write_config_node(self.tables, self.meta, self.index, self.time)?);
                 Ok((Reply::Write(Ok(WriteResult::Checked)), None))
             }
             Op::RevokeToken { id, identity } => {

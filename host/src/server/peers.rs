@@ -226,6 +226,21 @@ impl Forwarder {
 
     /// Sends the request `make(term)` to the leader; the receiver gets the
     /// answer.
+    /// During an election, or while a leader that removed itself hands
+    /// over: waits up to `leader_wait_ms` for a leader that is a member, so
+    /// that a write sent then is delayed rather than failed.
+    async fn wait_for_leader(s: &Shared) -> Result<(u64, u64, String), String> {
+        let wait = Duration::from_millis(s.config.leader_wait_ms);
+        let member_leads = |m: &openraft::RaftMetrics<TypeConfig>| {
+            m.current_leader.is_some_and(|l| m.membership_config.membership().get_node(&l).is_some())
+        };
+        let known = s.raft.wait(Some(wait)).metrics(member_leads, "a leader is known").await;
+        match known {
+            Ok(_) => Self::leader(s).ok_or_else(|| "no leader is known".to_owned()),
+            Err(_) => Err(format!("no leader elected within {wait:?}")),
+        }
+    }
+
     /// Drops the connection unless it goes to `leader` in `term`: whatever
     /// waits on it fails.
     async fn retire_unless(&self, leader: Option<u64>, term: u64) {
@@ -242,7 +257,10 @@ impl Forwarder {
         s: &Shared,
         make: impl FnOnce(u64) -> Req,
     ) -> Result<tokio::sync::oneshot::Receiver<Resp>, String> {
-        let (leader, term, addr) = Self::leader(s).ok_or("no leader is known")?;
+        let (leader, term, addr) = match Self::leader(s) {
+            Some(l) => l,
+            None => Self::wait_for_leader(s).await?,
+        };
         let link = {
             let mut guard = self.link.lock().await;
             match &*guard {
