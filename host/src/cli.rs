@@ -26,6 +26,7 @@ use serde::de::DeserializeOwned;
 
 use crate::client::{Client, ClientError};
 use crate::http::admin::{ClusterView, CreatedToken, MemberChange, TokenView};
+use crate::http::plugins::{Deployed, PluginView};
 use crate::http::tree::{ChildrenPage, Created, NodeView, StatView, Updated};
 use crate::proto::data::Acl;
 use crate::proto::op;
@@ -143,6 +144,55 @@ pub enum ClusterCommand {
     Promote { id: u64 },
     /// Removes a member (voter or learner).
     Remove { id: u64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Deploy a component (a new plugin, or a new version of one): checked
+    /// here, uploaded through the log, active on every member at once.
+    Deploy {
+        name: String,
+        /// The component file (.wasm).
+        file: std::path::PathBuf,
+        /// validator, trigger, recipe or query; guessed from the exports
+        /// by default.
+        #[arg(long)]
+        kind: Option<String>,
+        /// A path the validator or trigger watches, with its subtree
+        /// (repeat, or separate with commas).
+        #[arg(long, value_delimiter = ',')]
+        bind: Vec<String>,
+        #[arg(long)]
+        fuel: Option<u64>,
+        #[arg(long)]
+        memory_bytes: Option<u64>,
+        #[arg(long)]
+        host_calls: Option<u32>,
+        #[arg(long)]
+        output_bytes: Option<u64>,
+        /// Consecutive traps that disable the plugin (0: never).
+        #[arg(long)]
+        breaker: Option<u32>,
+    },
+    List,
+    /// Versions, bindings, limits and counters of one plugin.
+    Info {
+        name: String,
+    },
+    /// Make the previous version active again.
+    Rollback {
+        name: String,
+    },
+    Remove {
+        name: String,
+    },
+    /// Call a recipe or a query; prints its result.
+    Call {
+        name: String,
+        /// The arguments (bytes, often JSON).
+        #[arg(default_value = "")]
+        args: String,
+    },
 }
 
 /// A failure, with its exit code.
@@ -265,6 +315,30 @@ impl ApiClient {
             _ => 1,
         };
         Err(fail(code, format!("{message} (HTTP {status})")))
+    }
+}
+
+impl ApiClient {
+    /// A request with raw bytes in and out (deploys and calls).
+    fn raw(&self, path: &str, content_type: &str, body: &[u8]) -> Result<Vec<u8>, CliError> {
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", self.token.as_deref().unwrap_or(""));
+        let req = if path.contains("/call") { self.agent.post(&url) } else { self.agent.put(&url) };
+        let mut resp = req
+            .header("authorization", &auth)
+            .header("content-type", content_type)
+            .send(body)
+            .map_err(|e| fail(6, format!("{url}: {e}")))?;
+        let status = resp.status().as_u16();
+        let bytes =
+            resp.body_mut().with_config().limit(64 << 20).read_to_vec().map_err(|e| fail(6, format!("{url}: {e}")))?;
+        if (200..300).contains(&status) {
+            return Ok(bytes);
+        }
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let message = v["message"].as_str().map_or_else(|| String::from_utf8_lossy(&bytes).into_owned(), str::to_owned);
+        let what = v["code"].as_str().unwrap_or("error");
+        Err(fail(if status == 404 { 3 } else { 1 }, format!("{what}: {message} (HTTP {status})")))
     }
 }
 
@@ -704,4 +778,93 @@ fn print_cluster(t: &Target, c: &ClusterView) {
             );
         }
     }
+}
+
+/// Runs a plugin command (admin API).
+pub fn plugin(t: Target, cmd: PluginCommand) -> Result<(), CliError> {
+    let a = api_only(&t)?;
+    let show = |p: &PluginView| {
+        if t.json {
+            print_json(p);
+        } else {
+            println!(
+                "{}\t{}\t{}\t{}{}\tcalls {} traps {} fuel {}",
+                p.name,
+                p.kind,
+                &p.active[..12],
+                p.bindings.join(","),
+                if p.disabled { "\tDISABLED" } else { "" },
+                p.calls,
+                p.traps,
+                p.fuel_used
+            );
+        }
+    };
+    match cmd {
+        PluginCommand::Deploy { name, file, kind, bind, fuel, memory_bytes, host_calls, output_bytes, breaker } => {
+            let code = std::fs::read(&file).map_err(|e| fail(1, format!("{}: {e}", file.display())))?;
+            let mut query = Vec::new();
+            let mut param = |k: &str, v: Option<String>| {
+                if let Some(v) = v {
+                    query.push(format!("{k}={}", url_escape(&v)));
+                }
+            };
+            param("kind", kind);
+            param("bind", (!bind.is_empty()).then(|| bind.join(",")));
+            param("fuel", fuel.map(|v| v.to_string()));
+            param("memory_bytes", memory_bytes.map(|v| v.to_string()));
+            param("host_calls", host_calls.map(|v| v.to_string()));
+            param("output_bytes", output_bytes.map(|v| v.to_string()));
+            param("breaker", breaker.map(|v| v.to_string()));
+            let path = format!("/api/v1/plugins/{}?{}", url_escape(&name), query.join("&"));
+            let reply = a.raw(&path, "application/wasm", &code)?;
+            let d: Deployed = serde_json::from_slice(&reply).map_err(|e| fail(1, format!("unexpected reply: {e}")))?;
+            if t.json {
+                print_json(&d);
+            } else {
+                println!("deployed {} ({}) at zxid 0x{:x} in {} ms", d.plugin.name, d.plugin.active, d.zxid, d.took_ms);
+            }
+        }
+        PluginCommand::List => {
+            let list: Vec<PluginView> = a.call("GET", "/api/v1/plugins", None)?;
+            if t.json {
+                print_json(&list);
+            } else {
+                list.iter().for_each(show);
+            }
+        }
+        PluginCommand::Info { name } => {
+            let p: PluginView = a.call("GET", &format!("/api/v1/plugins/{}", url_escape(&name)), None)?;
+            if t.json {
+                print_json(&p);
+            } else {
+                show(&p);
+                for v in &p.versions {
+                    let active = if v.sha256 == p.active { " (active)" } else { "" };
+                    println!("  {} {} bytes, deployed at zxid 0x{:x}{active}", v.sha256, v.size, v.deployed_zxid);
+                }
+            }
+        }
+        PluginCommand::Rollback { name } => {
+            let p: PluginView = a.call(
+                "POST",
+                &format!("/api/v1/plugins/{}/rollback", url_escape(&name)),
+                Some(serde_json::json!({})),
+            )?;
+            show(&p);
+        }
+        PluginCommand::Remove { name } => {
+            a.call::<serde_json::Value>("DELETE", &format!("/api/v1/plugins/{}", url_escape(&name)), None)?;
+            if t.json { print_json(&serde_json::json!({ "removed": name })) } else { println!("removed {name}") }
+        }
+        PluginCommand::Call { name, args } => {
+            let out = a.raw(
+                &format!("/api/v1/plugins/{}/call", url_escape(&name)),
+                "application/octet-stream",
+                args.as_bytes(),
+            )?;
+            println!("{}", String::from_utf8_lossy(&out));
+        }
+    }
+    Ok(())
 }

@@ -122,6 +122,14 @@ pub struct Config {
     /// How long a write on a member without a leader (an election is on)
     /// waits for one before its client gets ConnectionLoss.
     pub leader_wait_ms: u64,
+    /// The wasm stack a plugin call may use. Where a deep recursion traps
+    /// depends on it, so it is part of the engine fingerprint: every member
+    /// must use the same value.
+    pub plugin_max_wasm_stack_bytes: u64,
+    /// A plugin call still running after this long stops this node's apply
+    /// (fail-stop). Fuel ends legal calls long before; this catches what
+    /// fuel cannot (a host bug, a pathological compile).
+    pub plugin_watchdog_ms: u64,
     /// Entries whose watch events are kept, so that the admin API's event
     /// stream can resume from a past zxid.
     pub event_history_entries: u64,
@@ -176,6 +184,8 @@ impl Default for Config {
             snapshot_chunk_bytes: 1 << 20,
             raft_rpc_timeout_ms: 2000,
             leader_wait_ms: 2000,
+            plugin_max_wasm_stack_bytes: 512 << 10,
+            plugin_watchdog_ms: 30_000,
             event_history_entries: 100_000,
             http_max_body_bytes: 4 << 20,
             http_metrics_public: false,
@@ -232,6 +242,11 @@ impl Config {
         }
         if self.initial_admin_token.as_ref().is_some_and(|t| t.len() < 24) {
             return bad("initial_admin_token must be at least 24 characters".into());
+        }
+        if !(64 << 10..=64 << 20).contains(&self.plugin_max_wasm_stack_bytes) || self.plugin_watchdog_ms < 100 {
+            return bad(
+                "plugin_max_wasm_stack_bytes must be 64 KiB to 64 MiB and plugin_watchdog_ms at least 100".into()
+            );
         }
         if self.max_append_bytes < 1 << 16 || self.snapshot_chunk_bytes < 1 << 12 {
             return bad("max_append_bytes must be at least 64 KiB and snapshot_chunk_bytes at least 4 KiB".into());

@@ -29,6 +29,7 @@ pub mod config;
 pub mod devcluster;
 pub mod http;
 pub mod machine;
+pub mod plugin;
 pub mod proto;
 pub mod raft;
 pub mod server;

@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         cmd: corral::cli::ClusterCommand,
     },
+    /// Wasm plugins: deploy, list, info, rollback, remove, call.
+    Plugin {
+        #[command(subcommand)]
+        cmd: corral::cli::PluginCommand,
+    },
     /// Run a local cluster of N nodes on 127.0.0.1, for development.
     DevCluster(corral::devcluster::DevClusterArgs),
 }
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
         Command::Tree(cmd) => return exit(runtime.block_on(corral::cli::tree(cli.target, cmd))),
         Command::Token { cmd } => return exit(corral::cli::token(cli.target, cmd)),
         Command::Cluster { cmd } => return exit(corral::cli::cluster(cli.target, cmd)),
+        Command::Plugin { cmd } => return exit(corral::cli::plugin(cli.target, cmd)),
         Command::DevCluster(args) => runtime.block_on(corral::devcluster::run(args)),
     };
     match result {
@@ -153,6 +159,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::select! {
         _ = wait_for_signal() => {}
         why = node.failed() => {
+            // Applying stopped because going on could diverge from the
+            // other members: restarting would stop at the same entry.
+            if let Some(halt) = node.halted() {
+                node.shutdown().await;
+                return Err(anyhow::anyhow!("stopped applying the log: {halt}"));
+            }
             // Nothing is served without the Raft core: start afresh from
             // the data directory, in a new process image, so that every
             // file and port is released first (openraft#2116 is one cause).

@@ -110,6 +110,7 @@ fn open(dir: &std::path::Path, name: &str) -> StateDb {
     StateDb::open(
         &dir.join(name),
         StateOptions { cache_bytes: 1 << 20, sync_interval: Duration::from_secs(60), event_history: 1000 },
+        None,
     )
     .expect("state opens")
 }

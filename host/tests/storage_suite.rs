@@ -32,6 +32,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let state = StateDb::open(
             &dir.path().join("state.redb"),
             StateOptions { cache_bytes: 1 << 20, sync_interval: Duration::from_millis(100), event_history: 1000 },
+            None,
         )
         .expect("state opens");
         let sm = StateMachine::new(Arc::new(state), Arc::new(Discard), dir.path().join("snapshots")).expect("sm");

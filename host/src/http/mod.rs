@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
+pub mod plugins;
 pub mod sessions;
 pub mod tree;
 
@@ -132,6 +133,7 @@ impl Api {
         (name = "tree", description = "Znodes"),
         (name = "sessions", description = "Sessions and change streams"),
         (name = "admin", description = "Tokens and the cluster"),
+        (name = "plugins", description = "Wasm plugins: deploy, inspect, roll back, call"),
         (name = "operations", description = "Health and metrics"),
     )
 )]
@@ -165,6 +167,10 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::add_member))
         .routes(routes!(admin::promote_member))
         .routes(routes!(admin::remove_member))
+        .routes(routes!(plugins::list))
+        .routes(routes!(plugins::info, plugins::deploy, plugins::remove))
+        .routes(routes!(plugins::rollback))
+        .routes(routes!(plugins::call))
         .routes(routes!(live))
         .routes(routes!(ready))
         .routes(routes!(render_metrics))

@@ -204,6 +204,7 @@ fn write_result(r: Reply, p: &str) -> Result<WriteResult, ApiError> {
     match r {
         Reply::Write(Ok(w)) => Ok(w),
         Reply::Write(Err(e)) => Err(ApiError::zk(e, p)),
+        Reply::Rejected { message, .. } => Err(ApiError::new(axum::http::StatusCode::BAD_REQUEST, "rejected", message)),
         other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
     }
 }
@@ -343,10 +344,11 @@ async fn delete_descendants(api: &Api, who: &Principal, root: &str) -> Result<u6
                         let (_, reply) =
                             api.propose(Op::Write { session: None, identity: who.identity(), write }).await?;
                         match reply {
-                            Reply::Write(Ok(_)) => total += 1,
                             Reply::Write(Err(ErrorCode::NoNode | ErrorCode::NotEmpty)) => {}
-                            Reply::Write(Err(e)) => return Err(ApiError::zk(e, p)),
-                            other => return Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+                            other => {
+                                write_result(other, p)?;
+                                total += 1;
+                            }
                         }
                     }
                 }

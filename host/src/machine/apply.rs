@@ -13,6 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::acl;
 use super::command::{ClusterConfig, Command, Identity, Op, Origin, Write};
+use super::plugins::PluginEnv;
 use super::{Applied, Event, Member, Meta, Reply, SessionChange, WriteResult};
 use crate::proto::data::{Acl, CreateMode, Id, perms};
 use crate::proto::error::ErrorCode;
@@ -20,8 +21,8 @@ use crate::proto::op;
 use crate::proto::request::{CreateRequest, MultiOp};
 use crate::proto::response::EventType;
 use crate::tree::{
-    self, CONTAINER_OWNER, EPHEMERALS, NODES, Node, Owner, REAPABLE, RecordKind, SESSIONS, Scope, Session, StoreError,
-    TOKENS, TTL_OWNER_MASK, Token, path,
+    self, BLOBS, CONTAINER_OWNER, EPHEMERALS, NODES, Node, Owner, PLUGINS, REAPABLE, RecordKind, SESSIONS, Scope,
+    Session, StoreError, TOKENS, TTL_OWNER_MASK, Token, UPLOADS, path,
 };
 
 /// Largest TTL ZooKeeper accepts: 2^40 - 1 ms.
@@ -37,6 +38,9 @@ pub struct Tables<'t> {
     pub ephemerals: Table<'t, &'static [u8], ()>,
     pub reapable: Table<'t, &'static [u8], ()>,
     pub tokens: Table<'t, &'static str, &'static [u8]>,
+    pub plugins: Table<'t, &'static [u8], &'static [u8]>,
+    pub blobs: Table<'t, &'static [u8], &'static [u8]>,
+    pub uploads: Table<'t, &'static [u8], &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -47,6 +51,9 @@ impl<'t> Tables<'t> {
             ephemerals: txn.open_table(EPHEMERALS)?,
             reapable: txn.open_table(REAPABLE)?,
             tokens: txn.open_table(TOKENS)?,
+            plugins: txn.open_table(PLUGINS)?,
+            blobs: txn.open_table(BLOBS)?,
+            uploads: txn.open_table(UPLOADS)?,
         })
     }
 
@@ -250,20 +257,24 @@ pub fn apply_command(
     meta: &mut Meta,
     index: u64,
     cmd: &Command,
+    plugins: Option<&PluginEnv>,
 ) -> Result<Applied, StoreError> {
     meta.last_time_ms = meta.last_time_ms.max(cmd.time_ms);
-    let mut a = Apply { tables, meta, index, time: 0, events: Vec::new() };
+    let mut a = Apply { tables, meta, index, time: 0, events: Vec::new(), plugins };
     a.time = a.meta.last_time_ms;
     let (reply, session) = a.command(cmd)?;
     Ok(Applied { index, origin: cmd.origin, reply, events: a.events, session })
 }
 
-struct Apply<'a, 't> {
-    tables: &'a mut Tables<'t>,
-    meta: &'a mut Meta,
-    index: u64,
-    time: i64,
-    events: Vec<Event>,
+/// One command's apply: the tables, the machine record, and what the
+/// command did so far.
+pub(super) struct Apply<'a, 't> {
+    pub(super) tables: &'a mut Tables<'t>,
+    pub(super) meta: &'a mut Meta,
+    pub(super) index: u64,
+    pub(super) time: i64,
+    pub(super) events: Vec<Event>,
+    pub(super) plugins: Option<&'a PluginEnv>,
 }
 
 impl Apply<'_, '_> {
@@ -346,9 +357,24 @@ impl Apply<'_, '_> {
                 if let Err(e) = checks {
                     return Ok((Reply::Write(Err(e)), None));
                 }
-                let result = self.write(*session, identity, write)?;
-                Ok((Reply::Write(result), None))
+                Ok((self.write(*session, identity, write)?, None))
             }
+            Op::Call { session, identity, plugin, args } => {
+                let checks = match self.check_token(identity, Scope::Write)? {
+                    Ok(()) => self.check_session(*session, cmd.origin)?,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = checks {
+                    return Ok((Reply::Write(Err(e)), None));
+                }
+                Ok((self.plugin_call(*session, identity, plugin, args)?, None))
+            }
+            Op::PluginChunk { upload, offset, total, data, identity } => {
+                Ok((self.plugin_chunk(upload, *offset, *total, data, identity)?, None))
+            }
+            Op::PluginDeploy(d) => Ok((self.plugin_deploy(d)?, None)),
+            Op::PluginRollback { name, identity } => Ok((self.plugin_rollback(name, identity)?, None)),
+            Op::PluginRemove { name, identity } => Ok((self.plugin_remove(name, identity)?, None)),
             Op::Reap { path, never_used_ms } => {
                 self.reap(path, *never_used_ms)?;
                 Ok((Reply::None, None))
@@ -419,7 +445,7 @@ impl Apply<'_, '_> {
 
     /// For admin API requests: `NoAuth` unless the request's token still
     /// exists and grants `needed`.
-    fn check_token(&self, identity: &Identity, needed: Scope) -> Result<Result<(), ErrorCode>, StoreError> {
+    pub(super) fn check_token(&self, identity: &Identity, needed: Scope) -> Result<Result<(), ErrorCode>, StoreError> {
         let Some(id) = &identity.token else { return Ok(Ok(())) };
         Ok(match tree::get_token(&self.tables.tokens, id)? {
             Some(t) if t.allows(needed) => Ok(()),
@@ -472,12 +498,7 @@ impl Apply<'_, '_> {
         Ok(Some(s.owner))
     }
 
-    fn write(
-        &mut self,
-        session: Option<i64>,
-        who: &Identity,
-        write: &Write,
-    ) -> Result<Result<WriteResult, ErrorCode>, StoreError> {
+    fn write(&mut self, session: Option<i64>, who: &Identity, write: &Write) -> Result<Reply, StoreError> {
         let mut staged = Staged::default();
         let result = match write {
             Write::Create { opcode, req } => self.create(&mut staged, session, who, *opcode, req),
@@ -489,14 +510,21 @@ impl Apply<'_, '_> {
             Write::Multi(ops) => self.multi(&mut staged, session, who, ops),
         };
         match result {
-            Ok(r) => {
-                self.commit(staged)?;
-                Ok(Ok(r))
-            }
+            // A failed multi is a successful reply of errors: nothing staged.
+            Ok(r) => match self.run_hooks(&mut staged, session, who)? {
+                Ok(()) => {
+                    self.commit(staged)?;
+                    Ok(Reply::Write(Ok(r)))
+                }
+                Err(rejection) => {
+                    self.events.clear();
+                    Ok(Reply::Rejected { code: rejection.code, message: rejection.message })
+                }
+            },
             Err(Fail::Code(e)) => {
                 // The staged changes and their events are dropped.
                 self.events.clear();
-                Ok(Err(e))
+                Ok(Reply::Write(Err(e)))
             }
             Err(Fail::Store(e)) => Err(e),
         }
@@ -540,14 +568,14 @@ impl Apply<'_, '_> {
         Ok(WriteResult::Multi(Ok(results)))
     }
 
-    fn get(&self, staged: &Staged, p: &str) -> Result<Option<Node>, StoreError> {
+    pub(super) fn get(&self, staged: &Staged, p: &str) -> Result<Option<Node>, StoreError> {
         match staged.nodes.get(p) {
             Some(n) => Ok(n.clone()),
             None => tree::get_node(&self.tables.nodes, p),
         }
     }
 
-    fn commit(&mut self, staged: Staged) -> Result<(), StoreError> {
+    pub(super) fn commit(&mut self, staged: Staged) -> Result<(), StoreError> {
         for (p, node) in staged.nodes {
             self.tables.write_node(self.meta, &p, node.as_ref())?;
         }
@@ -562,7 +590,7 @@ impl Apply<'_, '_> {
         }
     }
 
-    fn create(
+    pub(super) fn create(
         &mut self,
         staged: &mut Staged,
         session: Option<i64>,
@@ -640,7 +668,13 @@ impl Apply<'_, '_> {
         Ok(WriteResult::Created { path: p, stat })
     }
 
-    fn delete(&mut self, staged: &mut Staged, who: &Identity, p: &str, version: i32) -> Result<WriteResult, Fail> {
+    pub(super) fn delete(
+        &mut self,
+        staged: &mut Staged,
+        who: &Identity,
+        p: &str,
+        version: i32,
+    ) -> Result<WriteResult, Fail> {
         path::validate(p).map_err(|_| ErrorCode::BadArguments)?;
         if SPECIAL_PATHS.contains(&p) {
             return Err(ErrorCode::BadArguments.into());
@@ -695,7 +729,7 @@ impl Apply<'_, '_> {
         Ok(())
     }
 
-    fn set_data(
+    pub(super) fn set_data(
         &mut self,
         staged: &mut Staged,
         who: &Identity,
@@ -755,7 +789,7 @@ impl Apply<'_, '_> {
 
 /// Why one op of a command failed: a client error, which is the command's
 /// replicated outcome, or a storage error, which stops this node's apply.
-enum Fail {
+pub(super) enum Fail {
     Code(ErrorCode),
     Store(StoreError),
 }
@@ -774,6 +808,6 @@ impl From<StoreError> for Fail {
 
 /// Node changes of one command, by path; `None` is a deletion.
 #[derive(Default)]
-struct Staged {
-    nodes: BTreeMap<String, Option<Node>>,
+pub(super) struct Staged {
+    pub(super) nodes: BTreeMap<String, Option<Node>>,
 }

@@ -73,31 +73,115 @@ pub enum Op {
     /// The first command of a cluster: its config, the secret that session
     /// passwords derive from, and the hash of the bootstrap admin token.
     /// Later `Init`s are ignored.
-    Init { config: ClusterConfig, secret: [u8; 32], admin_token: [u8; 32] },
+    Init {
+        config: ClusterConfig,
+        secret: [u8; 32],
+        admin_token: [u8; 32],
+    },
     /// A new session, owned by the origin's connection; `http` sessions
     /// belong to the admin API and are renewed by keep-alive requests.
-    CreateSession { timeout_ms: i32, http: bool },
+    CreateSession {
+        timeout_ms: i32,
+        http: bool,
+    },
     /// A reconnect: the origin's connection becomes the session's owner.
-    ResumeSession { session: i64 },
+    ResumeSession {
+        session: i64,
+    },
     /// The client's `closeSession`.
-    CloseSession { session: i64 },
+    CloseSession {
+        session: i64,
+    },
     /// The leader saw no sign of life for a whole timeout.
-    ExpireSession { session: i64 },
+    ExpireSession {
+        session: i64,
+    },
     /// A client write, run as `session`. Admin API writes may have none;
     /// they cannot create ephemerals then.
-    Write { session: Option<i64>, identity: Identity, write: Write },
+    Write {
+        session: Option<i64>,
+        identity: Identity,
+        write: Write,
+    },
     /// The leader found a container or TTL node that may be due for
     /// deletion; apply re-checks with the entry's time and deletes it if so.
     /// `never_used_ms`, if set, also reaps containers that never had a
     /// child and were not changed for that long.
-    Reap { path: String, never_used_ms: Option<i64> },
+    Reap {
+        path: String,
+        never_used_ms: Option<i64>,
+    },
     /// A new admin API token.
-    CreateToken { hash: [u8; 32], name: String, scopes: Vec<Scope>, identity: Identity },
+    CreateToken {
+        hash: [u8; 32],
+        name: String,
+        scopes: Vec<Scope>,
+        identity: Identity,
+    },
     /// Revokes the token with this id.
-    RevokeToken { id: String, identity: Identity },
+    RevokeToken {
+        id: String,
+        identity: Identity,
+    },
     /// A member publishes where clients reach it, for `/zookeeper/config`
     /// and the admin API's member list.
-    MemberInfo { node: u64, client_addr: String, http_addr: String },
+    MemberInfo {
+        node: u64,
+        client_addr: String,
+        http_addr: String,
+    },
+    /// One piece of a plugin's code, for the deploy that names `upload`.
+    PluginChunk {
+        upload: String,
+        offset: u64,
+        /// The size of the whole upload: the last chunk completes it.
+        total: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        identity: Identity,
+    },
+    /// Activates an uploaded plugin under `name` (a new plugin, or a new
+    /// version of one).
+    PluginDeploy(Box<Deploy>),
+    /// Makes the previous version of a plugin active again.
+    PluginRollback {
+        name: String,
+        identity: Identity,
+    },
+    PluginRemove {
+        name: String,
+        identity: Identity,
+    },
+    /// Calls a recipe, as `session` if any.
+    Call {
+        session: Option<i64>,
+        identity: Identity,
+        plugin: String,
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+    },
+}
+
+/// A plugin deploy: what was uploaded, what it is, where it binds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deploy {
+    pub name: String,
+    pub kind: crate::plugin::Kind,
+    pub upload: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+    /// Path prefixes a validator or trigger watches.
+    pub bindings: Vec<String>,
+    pub limits: crate::plugin::Limits,
+    /// Consecutive traps after which the plugin is disabled.
+    pub breaker: u32,
+    /// The engine fingerprint of the node that checked the code.
+    pub fingerprint: String,
+    /// What the deploying node's check of the code against the kind's
+    /// world found it imports: checked once, recorded here, trusted by
+    /// every member (code that fails the check is never proposed).
+    pub imports: Vec<String>,
+    pub identity: Identity,
 }
 
 /// A client write.
@@ -148,6 +232,15 @@ impl fmt::Display for Command {
             Op::CreateToken { name, .. } => write!(f, "createToken({name:?})"),
             Op::RevokeToken { id, .. } => write!(f, "revokeToken({id})"),
             Op::MemberInfo { node, client_addr, .. } => write!(f, "memberInfo({node}: {client_addr})"),
+            Op::PluginChunk { upload, offset, data, .. } => {
+                write!(f, "pluginChunk({upload} @{offset} +{})", data.len())
+            }
+            Op::PluginDeploy(d) => write!(f, "pluginDeploy({} {:?})", d.name, d.kind),
+            Op::PluginRollback { name, .. } => write!(f, "pluginRollback({name})"),
+            Op::PluginRemove { name, .. } => write!(f, "pluginRemove({name})"),
+            Op::Call { session, plugin, args, .. } => {
+                write!(f, "0x{:x}: call {plugin} ({} bytes)", session.unwrap_or(0), args.len())
+            }
             Op::Write { session, write, .. } => {
                 let session = session.unwrap_or(0);
                 let what = match write {

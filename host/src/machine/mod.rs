@@ -20,6 +20,7 @@
 pub mod acl;
 pub mod apply;
 pub mod command;
+pub mod plugins;
 pub mod read;
 pub mod snapshot;
 
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use self::apply::Tables;
 use self::command::{ClusterConfig, Command, Origin};
+use self::plugins::PluginEnv;
 use crate::proto::data::Stat;
 use crate::proto::error::ErrorCode;
 use crate::proto::response::EventType;
@@ -69,6 +71,11 @@ pub struct Meta {
     pub members: BTreeMap<u64, Member>,
     /// The index of the last membership entry: `/zookeeper/config`'s version.
     pub config_version: u64,
+    /// The wasm engine fingerprint of the cluster, fixed by the first
+    /// plugin deploy: members with another one do not apply plugin entries.
+    pub plugin_fingerprint: Option<String>,
+    /// Validators and triggers deployed: while zero, writes skip plugins.
+    pub bound_plugins: u32,
 }
 
 /// One member as the replicated state knows it.
@@ -118,6 +125,15 @@ pub enum WriteResult {
     },
     /// All results, or one error code per op when the multi failed.
     Multi(Result<Vec<WriteResult>, Vec<i32>>),
+    /// A plugin was deployed, rolled back or removed; `sha256` is the code
+    /// that is (or was) active.
+    Plugin {
+        name: String,
+        sha256: [u8; 32],
+    },
+    /// A recipe ran: its result, or its deterministic error (its writes
+    /// were then discarded).
+    Called(Result<Vec<u8>, crate::plugin::CallError>),
 }
 
 /// What the origin connection is told.
@@ -134,6 +150,13 @@ pub enum Reply {
     Write(Result<WriteResult, ErrorCode>),
     /// The session closed at the client's request.
     Closed,
+    /// A plugin vetoed the write, or the write failed in a plugin: nothing
+    /// was changed. Over ZooKeeper the client sees `code`; the admin API
+    /// also shows `message`.
+    Rejected {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 /// A change to the set of live sessions, for the liveness tracker.
@@ -212,11 +235,16 @@ pub struct StateDb {
     meta: Mutex<Meta>,
     last_sync: Mutex<Instant>,
     options: StateOptions,
+    plugins: Option<PluginEnv>,
+    /// Why applying stopped for good on this node, if it did.
+    halted: Mutex<Option<String>>,
 }
 
 impl StateDb {
     /// Opens or creates `state.redb`. A new one holds the initial tree.
-    pub fn open(path: &Path, options: StateOptions) -> Result<StateDb, StoreError> {
+    /// `plugins` runs plugin entries; without it, a plugin entry halts
+    /// this node's apply.
+    pub fn open(path: &Path, options: StateOptions, plugins: Option<PluginEnv>) -> Result<StateDb, StoreError> {
         let db = Database::builder().set_cache_size(options.cache_bytes).create(path)?;
         let txn = db.begin_write()?;
         let stored = txn.open_table(META)?.get("meta")?.map(|v| v.value().to_vec());
@@ -240,7 +268,21 @@ impl StateDb {
             meta: Mutex::new(meta),
             last_sync: Mutex::new(Instant::now()),
             options,
+            plugins,
+            halted: Mutex::new(None),
         })
+    }
+
+    /// Why this node stopped applying (a plugin host fault, an engine
+    /// fingerprint that differs from the cluster's), if it did. Such a node
+    /// must not restart into the same entry: it needs an operator.
+    pub fn halted(&self) -> Option<String> {
+        self.halted.lock().clone()
+    }
+
+    /// The plugin runtime, if this node has one.
+    pub fn plugins(&self) -> Option<&PluginEnv> {
+        self.plugins.as_ref()
     }
 
     /// The machine record as of the last applied batch.
@@ -255,6 +297,18 @@ impl StateDb {
     /// Applies a batch of committed entries in one redb transaction, then
     /// makes it visible and publishes its outcomes, both under the gate.
     pub fn apply(&self, entries: &[EntryRef<'_>], sink: &dyn ApplySink) -> Result<(), StoreError> {
+        let result = self.apply_batch(entries, sink);
+        if let Err(StoreError::Halt(why)) = &result {
+            tracing::error!("stopped applying the log: {why}");
+            *self.halted.lock() = Some(why.clone());
+        }
+        result
+    }
+
+    fn apply_batch(&self, entries: &[EntryRef<'_>], sink: &dyn ApplySink) -> Result<(), StoreError> {
+        if let Some(why) = self.halted() {
+            return Err(StoreError::Halt(why));
+        }
         let Some(last) = entries.last() else {
             return Ok(());
         };
@@ -278,7 +332,13 @@ impl StateDb {
                         meta.membership = Some(encoded.clone());
                         outcomes.push(apply::apply_membership(&mut tables, &mut meta, e.index, members)?);
                     }
-                    Payload::Command(cmd) => outcomes.push(apply::apply_command(&mut tables, &mut meta, e.index, cmd)?),
+                    Payload::Command(cmd) => outcomes.push(apply::apply_command(
+                        &mut tables,
+                        &mut meta,
+                        e.index,
+                        cmd,
+                        self.plugins.as_ref(),
+                    )?),
                 }
                 meta.applied_index = e.index;
                 meta.applied_log_id = Some(e.log_id.clone());
@@ -429,6 +489,13 @@ impl ReadView {
         for item in self.tokens()?.iter()? {
             let (k, v) = item?;
             d.add(RecordKind::Token, k.value().as_bytes(), v.value());
+        }
+        for (kind, def) in tree::PLUGIN_TABLES {
+            let Some(table) = self.txn_table(def) else { continue };
+            for item in table?.iter()? {
+                let (k, v) = item?;
+                d.add(kind, k.value(), v.value());
+            }
         }
         if let Some(init) = self.meta()?.init {
             let bytes = postcard::to_allocvec(&init.config).expect("config encodes");

@@ -8,7 +8,8 @@
 //!
 //! Records come in a fixed order: one `Header` (the Raft layer's snapshot
 //! meta, opaque here, and the machine [`Meta`]), every node in key order,
-//! every session in id order, every admin API token in id order, then `End`
+//! every session in id order, every admin API token in id order, the
+//! plugin tables (records, code, pending uploads) each in key order, then `End`
 //! with the counts and an xxh3 checksum of all bytes before it. Tables are iterated in key order, so
 //! equal states give equal bytes. Watches and connections are not state and
 //! are not in it; the ephemeral index is rebuilt from the nodes.
@@ -24,7 +25,7 @@ use crate::tree::{
     self, Digest, EPHEMERALS, EVENTS, META, NODES, Node, REAPABLE, RecordKind, SESSIONS, StoreError, TOKENS,
 };
 
-const MAGIC: &[u8; 16] = b"CORRAL-SNAPSHOT\x01";
+const MAGIC: &[u8; 16] = b"CORRAL-SNAPSHOT\x02";
 /// No record is larger than a node with 1 GiB of data.
 const MAX_RECORD_BYTES: u32 = 1 << 30;
 
@@ -50,11 +51,33 @@ fn corrupt(msg: impl Into<String>) -> SnapshotError {
 
 #[derive(Serialize, Deserialize)]
 enum Record {
-    Header { raft_meta: Vec<u8>, meta: Meta },
-    Node { key: Vec<u8>, value: Vec<u8> },
-    Session { id: u64, value: Vec<u8> },
-    Token { id: String, value: Vec<u8> },
-    End { nodes: u64, sessions: u64, checksum: u64 },
+    Header {
+        raft_meta: Vec<u8>,
+        meta: Meta,
+    },
+    Node {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Session {
+        id: u64,
+        value: Vec<u8>,
+    },
+    Token {
+        id: String,
+        value: Vec<u8>,
+    },
+    /// A record of `tree::PLUGIN_TABLES[table]`.
+    Plugin {
+        table: u8,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    End {
+        nodes: u64,
+        sessions: u64,
+        checksum: u64,
+    },
 }
 
 struct Writer<'a, W: Write> {
@@ -96,6 +119,13 @@ pub fn write(view: &ReadView, raft_meta: Vec<u8>, out: &mut impl Write) -> Resul
     for item in view.tokens()?.iter().map_err(StoreError::from)? {
         let (k, v) = item.map_err(StoreError::from)?;
         w.put(&Record::Token { id: k.value().to_owned(), value: v.value().to_vec() })?;
+    }
+    for (i, (_, def)) in tree::PLUGIN_TABLES.into_iter().enumerate() {
+        let Some(table) = view.txn_table(def) else { continue };
+        for item in table?.iter().map_err(StoreError::from)? {
+            let (k, v) = item.map_err(StoreError::from)?;
+            w.put(&Record::Plugin { table: i as u8, key: k.value().to_vec(), value: v.value().to_vec() })?;
+        }
     }
     let checksum = w.hash.digest();
     w.put(&Record::End { nodes, sessions, checksum })?;
@@ -160,6 +190,9 @@ pub fn install(db: &Database, src: &mut dyn Read) -> Result<Meta, SnapshotError>
     txn.delete_table(REAPABLE).map_err(StoreError::from)?;
     txn.delete_table(SESSIONS).map_err(StoreError::from)?;
     txn.delete_table(TOKENS).map_err(StoreError::from)?;
+    for (_, def) in tree::PLUGIN_TABLES {
+        txn.delete_table(def).map_err(StoreError::from)?;
+    }
     // The event history describes the replaced state's past: drop it.
     txn.delete_table(EVENTS).map_err(StoreError::from)?;
     let mut digest = Digest::default();
@@ -173,10 +206,19 @@ pub fn install(db: &Database, src: &mut dyn Read) -> Result<Meta, SnapshotError>
         let mut last_key: Option<Vec<u8>> = None;
         let mut last_session: Option<u64> = None;
         let mut last_token: Option<String> = None;
+        let mut plugin_tables = Vec::new();
+        for (_, def) in tree::PLUGIN_TABLES {
+            plugin_tables.push(txn.open_table(def).map_err(StoreError::from)?);
+        }
+        let mut last_plugin: Option<(u8, Vec<u8>)> = None;
         loop {
             match r.next()? {
                 (Record::Node { key, value }, _) => {
-                    if sessions > 0 || last_token.is_some() || last_key.as_ref().is_some_and(|k| *k >= key) {
+                    if sessions > 0
+                        || last_token.is_some()
+                        || last_plugin.is_some()
+                        || last_key.as_ref().is_some_and(|k| *k >= key)
+                    {
                         return Err(corrupt("nodes out of order"));
                     }
                     let node = Node::decode(&value).map_err(|e| corrupt(format!("node: {e}")))?;
@@ -193,7 +235,7 @@ pub fn install(db: &Database, src: &mut dyn Read) -> Result<Meta, SnapshotError>
                     nodes += 1;
                 }
                 (Record::Session { id, value }, _) => {
-                    if last_token.is_some() || last_session.is_some_and(|s| s >= id) {
+                    if last_token.is_some() || last_plugin.is_some() || last_session.is_some_and(|s| s >= id) {
                         return Err(corrupt("sessions out of order"));
                     }
                     digest.add(RecordKind::Session, &id.to_be_bytes(), &value);
@@ -202,12 +244,26 @@ pub fn install(db: &Database, src: &mut dyn Read) -> Result<Meta, SnapshotError>
                     sessions += 1;
                 }
                 (Record::Token { id, value }, _) => {
-                    if last_token.as_ref().is_some_and(|t| *t >= id) {
+                    if last_plugin.is_some() || last_token.as_ref().is_some_and(|t| *t >= id) {
                         return Err(corrupt("tokens out of order"));
                     }
                     digest.add(RecordKind::Token, id.as_bytes(), &value);
                     token_table.insert(id.as_str(), value.as_slice()).map_err(StoreError::from)?;
                     last_token = Some(id);
+                }
+                (Record::Plugin { table, key, value }, _) => {
+                    let Some((kind, _)) = tree::PLUGIN_TABLES.get(table as usize) else {
+                        return Err(corrupt(format!("plugin table {table}")));
+                    };
+                    let at = (table, key);
+                    if last_plugin.as_ref().is_some_and(|last| *last >= at) {
+                        return Err(corrupt("plugin records out of order"));
+                    }
+                    digest.add(*kind, &at.1, &value);
+                    plugin_tables[table as usize]
+                        .insert(at.1.as_slice(), value.as_slice())
+                        .map_err(StoreError::from)?;
+                    last_plugin = Some(at);
                 }
                 (Record::End { nodes: n, sessions: s, checksum }, before) => {
                     if (n, s) != (nodes, sessions) {

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
 #[repr(i32)]
 pub enum ErrorCode {
+    #[error("system error")]
+    SystemError = -1,
     #[error("runtime inconsistency (an earlier op of the multi failed)")]
     RuntimeInconsistency = -2,
     #[error("data inconsistency")]

@@ -52,11 +52,18 @@ pub mod op {
     pub const ADD_WATCH: i32 = 106;
     pub const WHO_AM_I: i32 = 107;
     pub const CLOSE_SESSION: i32 = -11;
+    /// Corral's extension: call a recipe plugin in the log, as the
+    /// connection's session. Body: `ustring plugin, buffer args`; reply:
+    /// `int status, buffer payload` (see docs/plugins.md).
+    pub const CALL: i32 = 4096;
+    /// Corral's extension: call a query plugin on this member's state,
+    /// outside the log (a read). Same body and reply as [`CALL`].
+    pub const QUERY: i32 = 4097;
     /// The "type" of an error result inside a multi reply.
     pub const ERROR: i32 = -1;
 
     /// Every opcode a client may send.
-    pub const ALL: [i32; 29] = [
+    pub const ALL: [i32; 31] = [
         CREATE,
         DELETE,
         EXISTS,
@@ -86,6 +93,8 @@ pub mod op {
         SET_WATCHES2,
         ADD_WATCH,
         WHO_AM_I,
+        CALL,
+        QUERY,
     ];
 
     /// A short name for logs and metrics.
@@ -121,6 +130,8 @@ pub mod op {
             ADD_WATCH => "addWatch",
             WHO_AM_I => "whoAmI",
             CLOSE_SESSION => "closeSession",
+            CALL => "call",
+            QUERY => "query",
             _ => "unknown",
         }
     }

@@ -81,32 +81,97 @@ pub struct SetWatches {
 /// Every request a ZooKeeper 3.9 client can send after the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Create { opcode: i32, req: CreateRequest },
-    Delete { path: String, version: i32 },
-    Exists { path: String, watch: bool },
-    GetData { path: String, watch: bool },
-    SetData { path: String, data: Option<Vec<u8>>, version: i32 },
-    GetAcl { path: String },
-    SetAcl { path: String, acl: Vec<Acl>, version: i32 },
-    GetChildren { path: String, watch: bool },
-    GetChildren2 { path: String, watch: bool },
-    Sync { path: String },
+    Create {
+        opcode: i32,
+        req: CreateRequest,
+    },
+    Delete {
+        path: String,
+        version: i32,
+    },
+    Exists {
+        path: String,
+        watch: bool,
+    },
+    GetData {
+        path: String,
+        watch: bool,
+    },
+    SetData {
+        path: String,
+        data: Option<Vec<u8>>,
+        version: i32,
+    },
+    GetAcl {
+        path: String,
+    },
+    SetAcl {
+        path: String,
+        acl: Vec<Acl>,
+        version: i32,
+    },
+    GetChildren {
+        path: String,
+        watch: bool,
+    },
+    GetChildren2 {
+        path: String,
+        watch: bool,
+    },
+    Sync {
+        path: String,
+    },
     Ping,
-    Check { path: String, version: i32 },
+    Check {
+        path: String,
+        version: i32,
+    },
     Multi(Vec<MultiOp>),
     MultiRead(Vec<ReadOp>),
-    Reconfig { joining: Option<String>, leaving: Option<String>, new_members: Option<String>, config_id: i64 },
-    CheckWatches { path: String, watcher_type: i32 },
-    RemoveWatches { path: String, watcher_type: i32 },
-    DeleteContainer { path: String },
-    Auth { scheme: String, auth: Vec<u8> },
+    Reconfig {
+        joining: Option<String>,
+        leaving: Option<String>,
+        new_members: Option<String>,
+        config_id: i64,
+    },
+    CheckWatches {
+        path: String,
+        watcher_type: i32,
+    },
+    RemoveWatches {
+        path: String,
+        watcher_type: i32,
+    },
+    DeleteContainer {
+        path: String,
+    },
+    Auth {
+        scheme: String,
+        auth: Vec<u8>,
+    },
     SetWatches(SetWatches),
-    Sasl { token: Vec<u8> },
-    GetEphemerals { prefix: String },
-    GetAllChildrenNumber { path: String },
-    AddWatch { path: String, mode: i32 },
+    Sasl {
+        token: Vec<u8>,
+    },
+    GetEphemerals {
+        prefix: String,
+    },
+    GetAllChildrenNumber {
+        path: String,
+    },
+    AddWatch {
+        path: String,
+        mode: i32,
+    },
     WhoAmI,
     CloseSession,
+    /// Corral's extension opcodes: a recipe (`op::CALL`) or a query
+    /// (`op::QUERY`) plugin call.
+    Call {
+        opcode: i32,
+        plugin: String,
+        args: Vec<u8>,
+    },
 }
 
 /// Why a request frame was refused.
@@ -270,6 +335,9 @@ fn decode_body(h: RequestHeader, r: &mut Reader<'_>) -> Result<Option<Request>, 
         op::ADD_WATCH => Request::AddWatch { path: r.string()?, mode: r.i32()? },
         op::WHO_AM_I => Request::WhoAmI,
         op::CLOSE_SESSION => Request::CloseSession,
+        op::CALL | op::QUERY => {
+            Request::Call { opcode: h.opcode, plugin: r.string()?, args: r.buffer()?.unwrap_or_default().to_vec() }
+        }
         _ => return Ok(None),
     };
     Ok(Some(req))
@@ -324,6 +392,7 @@ impl Request {
             Request::AddWatch { .. } => op::ADD_WATCH,
             Request::WhoAmI => op::WHO_AM_I,
             Request::CloseSession => op::CLOSE_SESSION,
+            Request::Call { opcode, .. } => *opcode,
         }
     }
 
@@ -358,6 +427,10 @@ impl Request {
                 b.write_i32(*version);
             }
             Request::Ping | Request::WhoAmI | Request::CloseSession => {}
+            Request::Call { plugin, args, .. } => {
+                b.write_string(plugin);
+                b.write_buffer(Some(args));
+            }
             Request::Multi(ops) => {
                 for o in ops {
                     match o {

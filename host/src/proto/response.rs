@@ -75,6 +75,27 @@ pub enum Response {
     Int(i32),
     WhoAmI(Vec<(String, String)>),
     Buffer(Vec<u8>),
+    /// A plugin call (`op::CALL`, `op::QUERY`): `status` is one of
+    /// [`call_status`]; `payload` is the result or the error message.
+    Called {
+        status: i32,
+        payload: Vec<u8>,
+    },
+}
+
+/// The `status` of a [`Response::Called`].
+pub mod call_status {
+    /// The call returned; the payload is its result.
+    pub const OK: i32 = 0;
+    /// The plugin returned an error; the payload is its message. Its
+    /// writes were discarded.
+    pub const DOMAIN_ERROR: i32 = 1;
+    /// The plugin trapped (fuel, a limit, a panic) or is disabled; the
+    /// payload says why. Its writes were discarded.
+    pub const TRAP: i32 = 2;
+    /// A validator or trigger rejected the call's writes; the payload
+    /// says which and why.
+    pub const REJECTED: i32 = 3;
 }
 
 fn put_multi_header(b: &mut BytesMut, kind: i32, done: bool, err: i32) {
@@ -161,6 +182,10 @@ impl Response {
                 }
             }
             Response::Buffer(v) => b.write_buffer(Some(v)),
+            Response::Called { status, payload } => {
+                b.write_i32(*status);
+                b.write_buffer(Some(payload));
+            }
         }
     }
 }
@@ -183,6 +208,9 @@ impl Response {
             op::GET_EPHEMERALS => Response::Strings(r.strings()?),
             op::GET_ALL_CHILDREN_NUMBER | op::ADD_WATCH => Response::Int(r.i32()?),
             op::WHO_AM_I => Response::WhoAmI(r.vector(8, |r| Ok((r.string()?, r.string()?)))?),
+            op::CALL | op::QUERY => {
+                Response::Called { status: r.i32()?, payload: r.buffer()?.unwrap_or_default().to_vec() }
+            }
             op::MULTI => {
                 let mut results = Vec::new();
                 loop {
@@ -289,6 +317,7 @@ mod tests {
             (op::GET_CHILDREN2, Response::Children2 { children: vec!["x".into()], stat }),
             (op::MULTI, Response::Multi(vec![MultiResult::Create { path: "/b".into() }, MultiResult::Error(-101)])),
             (op::WHO_AM_I, Response::WhoAmI(vec![("ip".into(), "127.0.0.1".into())])),
+            (op::CALL, Response::Called { status: call_status::DOMAIN_ERROR, payload: b"no".to_vec() }),
         ] {
             let mut b = BytesMut::new();
             resp.encode(&mut b);

@@ -35,11 +35,13 @@ use super::watches::{ConnId, WatchKind};
 use crate::machine::acl;
 use crate::machine::apply::session_password;
 use crate::machine::command::{Command, Identity, Op, Origin, Write};
+use crate::machine::plugins::{self, QueryError};
 use crate::machine::{ReadView, Reply, WriteResult};
+use crate::plugin::CallError;
 use crate::proto::data::{Id, perms};
 use crate::proto::error::ErrorCode;
 use crate::proto::request::{MultiOp, ReadOp, Request, RequestError, SetWatches, decode_request};
-use crate::proto::response::{EventType, MultiResult, ReadResult, Response, put_notification, put_reply};
+use crate::proto::response::{EventType, MultiResult, ReadResult, Response, call_status, put_notification, put_reply};
 use crate::proto::{ConnectRequest, ConnectResponse, FrameError, four_letter_word, op, split_frame, xid};
 use crate::tree::StoreError;
 
@@ -433,6 +435,13 @@ impl Conn {
                 Work::Write { xid, opcode, ops: vec![], write: Some(write(Write::DeleteContainer { path })), started }
             }
             req @ Request::Reconfig { .. } => Work::Reconfig { xid, req, started },
+            Request::Call { opcode: op::CALL, plugin, args } => Work::Write {
+                xid,
+                opcode,
+                ops: vec![],
+                write: Some(Op::Call { session: Some(session), identity: self.identity.clone(), plugin, args }),
+                started,
+            },
             req => Work::Read { xid, opcode, req, started },
         };
         self.enqueue(work).await
@@ -534,6 +543,21 @@ impl Conn {
                     Reply::Write(Ok(result)) => {
                         let body = encode_write(opcode, &ops, result);
                         self.reply_at(xid, zxid, Ok(&body));
+                    }
+                    // A recipe call tells why its writes were refused.
+                    Reply::Rejected { message, .. } if opcode == op::CALL => {
+                        let body = Response::Called { status: call_status::REJECTED, payload: message.into_bytes() };
+                        self.reply_at(xid, zxid, Ok(&body));
+                    }
+                    // Plain ZooKeeper replies carry only a code: the
+                    // message goes to the log.
+                    Reply::Rejected { code, message } => {
+                        tracing::info!(
+                            conn = self.id,
+                            session = format_args!("0x{:x}", self.session),
+                            "write rejected: {message}"
+                        );
+                        self.reply_at(xid, zxid, Err(code.code()));
                     }
                     Reply::Closed => {
                         self.reply_at(xid, zxid, Ok(&Response::Empty));
@@ -690,6 +714,9 @@ fn encode_write(opcode: i32, ops: &[i32], result: WriteResult) -> Response {
         WriteResult::Deleted | WriteResult::Checked | WriteResult::Token { .. } => Response::Empty,
         WriteResult::SetData { stat } | WriteResult::SetAcl { stat } => Response::Stat(stat),
         WriteResult::Synced { path } => Response::Path(path),
+        WriteResult::Called(result) => called(result),
+        // Deploys come only from the admin API.
+        WriteResult::Plugin { .. } => Response::Empty,
         WriteResult::Multi(Err(codes)) => Response::Multi(codes.into_iter().map(MultiResult::Error).collect()),
         WriteResult::Multi(Ok(results)) => Response::Multi(
             results
@@ -704,6 +731,17 @@ fn encode_write(opcode: i32, ops: &[i32], result: WriteResult) -> Response {
                 })
                 .collect(),
         ),
+    }
+}
+
+/// The reply to a plugin call.
+fn called(result: Result<Vec<u8>, CallError>) -> Response {
+    match result {
+        Ok(payload) => Response::Called { status: call_status::OK, payload },
+        Err(CallError::Domain(m)) => Response::Called { status: call_status::DOMAIN_ERROR, payload: m.into_bytes() },
+        Err(e @ CallError::Trap(_)) => {
+            Response::Called { status: call_status::TRAP, payload: e.to_string().into_bytes() }
+        }
     }
 }
 
@@ -797,6 +835,21 @@ fn read_one(
                 });
             }
             Ok(Response::MultiRead(results))
+        }
+        Request::Call { plugin, args, .. } => {
+            let env = shared.state.plugins();
+            match plugins::query(view, env, Some(ctx.session), &ctx.identity, plugin, args) {
+                Ok(result) => Ok(called(result)),
+                Err(QueryError::Store(e)) => return Err(e),
+                Err(QueryError::NoPlugin(_)) => Err(ErrorCode::NoNode),
+                Err(e @ QueryError::NotQuery(..)) => {
+                    Ok(Response::Called { status: call_status::REJECTED, payload: e.to_string().into_bytes() })
+                }
+                Err(e @ QueryError::Unavailable(_)) => {
+                    tracing::warn!(conn = ctx.conn, "query {plugin}: {e}");
+                    Err(ErrorCode::SystemError)
+                }
+            }
         }
         Request::WhoAmI => Ok(Response::WhoAmI(
             ctx.identity

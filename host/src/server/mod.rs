@@ -31,7 +31,9 @@ use self::dispatch::Dispatcher;
 use self::sessions::Liveness;
 use crate::config::Config;
 use crate::machine::command::{Command, Op};
+use crate::machine::plugins::PluginEnv;
 use crate::machine::{StateDb, StateOptions};
+use crate::plugin::{Runtime, RuntimeOptions};
 use crate::raft::Raft;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, Settings};
@@ -71,6 +73,8 @@ pub enum StartError {
     Raft(String),
     #[error("listening on {addr}: {err}")]
     Listen { addr: String, err: std::io::Error },
+    #[error("wasm plugin engine: {0}")]
+    Plugins(String),
 }
 
 /// Request counts and latencies, for the four-letter words and metrics.
@@ -198,6 +202,18 @@ fn raft_config(c: &Config) -> Result<openraft::Config, StartError> {
     .map_err(|e| StartError::Raft(e.to_string()))
 }
 
+/// The wasm runtime, with its compile cache in the data directory.
+fn plugin_runtime(config: &Config) -> Result<Arc<Runtime>, StartError> {
+    let runtime = Runtime::new(RuntimeOptions {
+        max_wasm_stack: config.plugin_max_wasm_stack_bytes as usize,
+        cache_dir: config.data_dir.join("plugin-cache"),
+        watchdog: Duration::from_millis(config.plugin_watchdog_ms),
+    })
+    .map_err(|e| StartError::Plugins(e.to_string()))?;
+    tracing::info!(fingerprint = runtime.fingerprint(), "wasm plugin engine ready");
+    Ok(Arc::new(runtime))
+}
+
 impl Node {
     /// Opens storage and starts Raft; a fresh data directory becomes a
     /// one-member cluster. Then [`Node::recover`], then [`Node::serve`].
@@ -215,6 +231,7 @@ impl Node {
                 sync_interval: Duration::from_millis(config.state_sync_interval_ms),
                 event_history: config.event_history_entries,
             },
+            Some(PluginEnv { runtime: plugin_runtime(&config)? }),
         )?);
         let log =
             LogStore::open(&dir.join("raft-log.redb"), config.log_cache_bytes as usize).map_err(StartError::Log)?;
@@ -363,6 +380,12 @@ impl Node {
                 return "the raft core stopped".into();
             }
         }
+    }
+
+    /// Why this node stopped applying the log for good (see
+    /// [`StateDb::halted`]), if it did.
+    pub fn halted(&self) -> Option<String> {
+        self.shared.state.halted()
     }
 
     /// Stops accepting, stops Raft, and makes the applied state durable.

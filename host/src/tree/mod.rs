@@ -40,6 +40,17 @@ pub const REAPABLE: TableDefinition<&[u8], ()> = TableDefinition::new("reapable"
 pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Plugin records, by name (`machine::plugins::PluginRecord`).
+pub const PLUGINS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("plugins");
+/// Plugin code, by SHA-256.
+pub const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("plugin_blobs");
+/// Chunks of uploads not deployed yet, by upload id ++ 0 ++ offset (BE).
+pub const UPLOADS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("plugin_uploads");
+
+/// The plugin tables, with the digest kind of their records: snapshots and
+/// the digest cover them alike.
+pub const PLUGIN_TABLES: [(RecordKind, TableDefinition<&[u8], &[u8]>); 3] =
+    [(RecordKind::Plugin, PLUGINS), (RecordKind::Blob, BLOBS), (RecordKind::Upload, UPLOADS)];
 
 /// `ephemeralOwner` of a container node (ZooKeeper's `EphemeralType`).
 pub const CONTAINER_OWNER: i64 = i64::MIN;
@@ -208,6 +219,11 @@ pub enum StoreError {
     Redb(#[from] redb::Error),
     #[error("corrupt {what} record: {err}")]
     Corrupt { what: &'static str, err: postcard::Error },
+    /// Applying cannot go on here without risking an outcome other members
+    /// do not share (a plugin host fault, a fingerprint mismatch): the node
+    /// stops applying.
+    #[error("halted: {0}")]
+    Halt(String),
 }
 
 macro_rules! from_redb {
@@ -309,6 +325,9 @@ pub enum RecordKind {
     Session = 2,
     Config = 3,
     Token = 4,
+    Plugin = 5,
+    Blob = 6,
+    Upload = 7,
 }
 
 impl Digest {

@@ -1,0 +1,57 @@
+#!/bin/sh
+# Builds every plugin into a WebAssembly component, in
+# plugins/target/components/<content hash>/<name>.wasm, and points
+# plugins/target/components/current at it. Skips the build when a build of
+# the same sources (the content hash of wit/, guest-sdk/ and plugins/) is
+# already there.
+#
+# The wasm32 toolchain: a rustup target if one is installed; otherwise
+# Debian's rustc-web, which builds std for wasm32 from rust-web-src
+# (-Zbuild-std). Then wit-component's ComponentEncoder (the `componentize`
+# tool, built natively) turns each core module into a component.
+set -eu
+cd "$(dirname "$0")"
+
+hash=$(find ../wit ../guest-sdk -type f -not -path '*/target/*' | sort; \
+       find . -type f \( -name '*.rs' -o -name 'Cargo.toml' -o -name 'Cargo.lock' -o -name build.sh \) -not -path './target/*' | sort)
+hash=$(echo "$hash" | xargs sha256sum | sha256sum | cut -c1-16)
+out="target/components/$hash"
+if [ -f "$out/.done" ]; then
+    ln -sfn "$hash" target/components/current
+    echo "plugins: up to date ($out)"
+    exit 0
+fi
+
+target=wasm32-unknown-unknown
+if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx "$target"; then
+    echo "plugins: building with the rustup $target target"
+    wasm_build() { cargo build --release --target "$target" -p "$1"; }
+elif [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ]; then
+    echo "plugins: building with Debian's rustc-web and -Zbuild-std"
+    wasm_build() {
+        RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --release --target "$target" \
+            -Zbuild-std=std,panic_abort -p "$1"
+    }
+else
+    echo "plugins: no wasm32 toolchain: run 'rustup target add $target', or" >&2
+    echo "         'apt-get install rustc-web cargo-web rust-web-src lld-22'" >&2
+    exit 1
+fi
+
+cargo build --release -p componentize
+mkdir -p "$out"
+# One plugin per cargo invocation: each picks its own corral-sdk world
+# feature, and features must not unify across plugins.
+component() { # crate, output name
+    wasm_build "$1"
+    target/release/componentize "target/$target/release/$(echo "$1" | tr - _).wasm" "$out/$2.wasm"
+}
+component json-schema json_schema
+component child-counter child_counter
+component counter counter
+component hostile hostile
+CORRAL_PLUGIN_VERSION=1 component versioned versioned_v1
+CORRAL_PLUGIN_VERSION=2 component versioned versioned_v2
+touch "$out/.done"
+ln -sfn "$hash" target/components/current
+ls -l "$out"
