@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 
 use crate::client::{Client, ClientError};
 use crate::http::admin::{ClusterView, CreatedToken, MemberChange, TokenView};
-use crate::http::plugins::{Deployed, PluginView};
+use crate::http::plugins::{Activated, PluginView};
 use crate::http::tree::{ChildrenPage, Created, NodeView, StatView, Updated};
 use crate::proto::data::Acl;
 use crate::proto::op;
@@ -818,7 +818,7 @@ pub fn plugin(t: Target, cmd: PluginCommand) -> Result<(), CliError> {
             param("breaker", breaker.map(|v| v.to_string()));
             let path = format!("/api/v1/plugins/{}?{}", url_escape(&name), query.join("&"));
             let reply = a.raw(&path, "application/wasm", &code)?;
-            let d: Deployed = serde_json::from_slice(&reply).map_err(|e| fail(1, format!("unexpected reply: {e}")))?;
+            let d: Activated = serde_json::from_slice(&reply).map_err(|e| fail(1, format!("unexpected reply: {e}")))?;
             if t.json {
                 print_json(&d);
             } else {
@@ -846,12 +846,13 @@ pub fn plugin(t: Target, cmd: PluginCommand) -> Result<(), CliError> {
             }
         }
         PluginCommand::Rollback { name } => {
-            let p: PluginView = a.call(
-                "POST",
-                &format!("/api/v1/plugins/{}/rollback", url_escape(&name)),
-                Some(serde_json::json!({})),
-            )?;
-            show(&p);
+            let path = format!("/api/v1/plugins/{}/rollback", url_escape(&name));
+            let d: Activated = a.call("POST", &path, Some(serde_json::json!({})))?;
+            if t.json {
+                print_json(&d);
+            } else {
+                println!("{} is back at {} from zxid 0x{:x}", d.plugin.name, d.plugin.active, d.zxid);
+            }
         }
         PluginCommand::Remove { name } => {
             a.call::<serde_json::Value>("DELETE", &format!("/api/v1/plugins/{}", url_escape(&name)), None)?;

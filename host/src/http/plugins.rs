@@ -156,9 +156,10 @@ pub struct DeployParams {
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Deployed {
+pub struct Activated {
     pub plugin: PluginView,
-    /// The zxid of the activating entry.
+    /// The zxid of the activating entry: calls before it ran the previous
+    /// version, calls after it run this one.
     pub zxid: i64,
     /// Milliseconds from the request to the activation applied here.
     pub took_ms: u64,
@@ -181,7 +182,7 @@ fn plugin_reply(r: Reply, name: &str) -> Result<(), ApiError> {
 /// at one log index. Needs `plugin`.
 #[utoipa::path(put, path = "/api/v1/plugins/{name}", tag = "plugins", params(("name" = String, Path), DeployParams),
     request_body(content = Vec<u8>, content_type = "application/wasm"), security(("token" = [])),
-    responses((status = 200, body = Deployed), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 200, body = Activated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody)))]
 pub async fn deploy(
     State(api): State<Api>,
@@ -189,7 +190,7 @@ pub async fn deploy(
     Path(name): Path<String>,
     Query(p): Query<DeployParams>,
     body: Body,
-) -> Result<Json<Deployed>, ApiError> {
+) -> Result<Json<Activated>, ApiError> {
     who.require(Scope::Plugin)?;
     let started = std::time::Instant::now();
     // Components may be larger than other requests: this route reads the
@@ -265,23 +266,25 @@ pub async fn deploy(
     let (zxid, reply) = api.propose(Op::PluginDeploy(Box::new(deploy))).await?;
     plugin_reply(reply, &name)?;
     let plugin = PluginView::from(&record(&api, &name).await?);
-    Ok(Json(Deployed { plugin, zxid, took_ms: started.elapsed().as_millis() as u64 }))
+    Ok(Json(Activated { plugin, zxid, took_ms: started.elapsed().as_millis() as u64 }))
 }
 
 /// Makes the previous kept version active again, at one log index. Needs
 /// `plugin`.
 #[utoipa::path(post, path = "/api/v1/plugins/{name}/rollback", tag = "plugins", params(("name" = String, Path)),
     security(("token" = [])),
-    responses((status = 200, body = PluginView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Activated), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn rollback(
     State(api): State<Api>,
     who: Principal,
     Path(name): Path<String>,
-) -> Result<Json<PluginView>, ApiError> {
+) -> Result<Json<Activated>, ApiError> {
     who.require(Scope::Plugin)?;
-    let reply = api.propose(Op::PluginRollback { name: name.clone(), identity: who.identity() }).await?.1;
+    let started = std::time::Instant::now();
+    let (zxid, reply) = api.propose(Op::PluginRollback { name: name.clone(), identity: who.identity() }).await?;
     plugin_reply(reply, &name)?;
-    Ok(Json(PluginView::from(&record(&api, &name).await?)))
+    let plugin = PluginView::from(&record(&api, &name).await?);
+    Ok(Json(Activated { plugin, zxid, took_ms: started.elapsed().as_millis() as u64 }))
 }
 
 /// Removes a plugin and its bindings. Needs `plugin`.
@@ -325,9 +328,11 @@ pub async fn call(
         ),
         None => None,
     };
-    let rec = record(&api, &name).await?;
+    // Only queries are answered here; for anything else the log's apply
+    // decides (this member may not have applied the deploy yet).
+    let local = records(&api).await?.into_iter().find(|r| r.name == name).map(|r| r.kind);
     let zxid;
-    let result = if rec.kind == Kind::Query {
+    let result = if local == Some(Kind::Query) {
         who.require(Scope::Read)?;
         let identity = who.identity();
         let (n, a, shared) = (name.clone(), args.to_vec(), api.shared.clone());
@@ -340,22 +345,20 @@ pub async fn call(
             .await?;
         zxid = api.shared.dispatch.applied() as i64;
         outcome.map_err(|e| ApiError::unavailable(e.to_string()))?
-    } else if rec.kind == Kind::Recipe {
+    } else {
         who.require(Scope::Write)?;
         let op = Op::Call { session, identity: who.identity(), plugin: name.clone(), args: args.to_vec() };
         let (at, reply) = api.propose(op).await?;
         zxid = at;
         match reply {
             Reply::Write(Ok(WriteResult::Called(r))) => r,
+            Reply::Write(Err(ErrorCode::NoNode)) => {
+                return Err(ApiError::new(StatusCode::NOT_FOUND, "no_plugin", format!("no plugin named {name}")));
+            }
             Reply::Write(Err(e)) => return Err(ApiError::zk(e, &name)),
             Reply::Rejected { message, .. } => return Err(ApiError::new(StatusCode::BAD_REQUEST, "rejected", message)),
             other => return Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
         }
-    } else {
-        return Err(ApiError::bad_request(format!(
-            "{name} is a {}: only recipes and queries are called",
-            kind_name(rec.kind)
-        )));
     };
     match result {
         Ok(out) => {

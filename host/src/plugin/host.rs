@@ -11,7 +11,7 @@ use std::ptr::NonNull;
 
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::{HasSelf, InstancePre, Linker};
-use wasmtime::{Engine, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Engine, ResourceLimiter};
 
 use super::{Kind, Limits, Request};
 use crate::proto::data::Stat;
@@ -132,8 +132,8 @@ pub struct QuotaExceeded(pub &'static str);
 pub struct HostState {
     /// The tree, for the duration of [`with_access`] only.
     access: Option<NonNull<dyn Access>>,
-    pub store_limits: StoreLimits,
     limits: Limits,
+    pub limiter: Limiter,
     host_calls: u32,
     read_bytes: u64,
     written_bytes: u64,
@@ -148,15 +148,8 @@ impl HostState {
     pub fn new(limits: &Limits, seed: [u8; 32]) -> HostState {
         HostState {
             access: None,
-            store_limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes as usize)
-                .instances(8)
-                .tables(8)
-                .memories(4)
-                .table_elements(100_000)
-                .trap_on_grow_failure(true)
-                .build(),
             limits: *limits,
+            limiter: Limiter { memory_bytes: limits.memory_bytes, memory_refused: false },
             host_calls: 0,
             read_bytes: 0,
             written_bytes: 0,
@@ -202,6 +195,32 @@ impl HostState {
                 Err(wasmtime::Error::msg("host fault"))
             }
         }
+    }
+}
+
+/// Most table elements an instance may have.
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Memory and tables may grow up to the call's limits: a refused growth is
+/// `-1` to the guest (deterministic, since the limits are replicated).
+pub struct Limiter {
+    memory_bytes: u64,
+    /// The memory limit refused a `memory.grow`: the trap that follows (a
+    /// guest's allocation failure aborts) is reported as the limit.
+    pub memory_refused: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory_bytes {
+            self.memory_refused = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
 

@@ -350,7 +350,7 @@ impl Runtime {
     ) -> Result<CallOutcome, HostFault> {
         let state = HostState::new(limits, seed);
         let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.store_limits);
+        store.limiter(|s| &mut s.limiter);
         store.set_fuel(limits.fuel).map_err(|e| HostFault(e.to_string()))?;
         let ticks = (self.options.watchdog.as_millis() / 10).max(1) as u64;
         store.set_epoch_deadline(ticks);
@@ -370,7 +370,12 @@ impl Runtime {
                 }
             }
             Ok(Err(message)) => Err(CallError::Domain(message)),
-            Err(e) => Err(classify(e)?),
+            Err(e) => Err(match classify(e)? {
+                CallError::Trap(t) if store.data().limiter.memory_refused => {
+                    CallError::Trap(format!("over the memory limit of {} bytes ({t})", limits.memory_bytes))
+                }
+                other => other,
+            }),
         };
         Ok(CallOutcome { result, fuel })
     }
@@ -395,8 +400,6 @@ fn classify(e: wasmtime::Error) -> Result<CallError, HostFault> {
         Some(wasmtime::Trap::StackOverflow) => Ok(CallError::Trap("stack overflow".into())),
         Some(wasmtime::Trap::UnreachableCodeReached) => Ok(CallError::Trap("unreachable (a guest panic)".into())),
         Some(trap) => Ok(CallError::Trap(trap.to_string())),
-        // A limiter refusal surfaces as an error with its own message.
-        None if format!("{e}").contains("memory") => Ok(CallError::Trap(format!("{e}"))),
         None => Err(HostFault(format!("plugin call failed in the host: {e:#}"))),
     }
 }

@@ -12,6 +12,7 @@
 //! | `hostcalls` | calls the host without end (the host-call quota) |
 //! | `random`    | returns `env.random(16)` and the context, hex |
 //! | `ok`        | creates `/hostile/ok-` sequential and returns its path |
+//! | `ephemeral` | creates `/hostile/eph-` ephemeral sequential (the caller's session owns it) |
 
 use std::hint::black_box;
 
@@ -71,6 +72,10 @@ impl Recipe for Hostile {
             b"ok" => {
                 let p =
                     tree.create("/hostile/ok-", b"", CreateMode::PersistentSequential).map_err(|f| f.to_string())?;
+                Ok(p.into_bytes())
+            }
+            b"ephemeral" => {
+                let p = tree.create("/hostile/eph-", b"", CreateMode::EphemeralSequential).map_err(|f| f.to_string())?;
                 Ok(p.into_bytes())
             }
             other => Err(format!("unknown mode {:?}", String::from_utf8_lossy(other))),
