@@ -25,11 +25,11 @@ fi
 target=wasm32-unknown-unknown
 if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx "$target"; then
     echo "plugins: building with the rustup $target target"
-    wasm_build() { cargo build --release --target "$target" -p "$1"; }
+    wasm_build() { cargo build --locked --release --target "$target" -p "$1"; }
 elif [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ]; then
     echo "plugins: building with Debian's rustc-web and -Zbuild-std"
     wasm_build() {
-        RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --release --target "$target" \
+        RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --locked --release --target "$target" \
             -Zbuild-std=std,panic_abort -p "$1"
     }
 else
@@ -38,7 +38,7 @@ else
     exit 1
 fi
 
-cargo build --release -p componentize
+cargo build --locked --release -p componentize
 mkdir -p "$out"
 # One plugin per cargo invocation: each picks its own corral-sdk world
 # feature, and features must not unify across plugins.
@@ -50,6 +50,7 @@ component json-schema json_schema
 component child-counter child_counter
 component counter counter
 component hostile hostile
+component lookup lookup
 CORRAL_PLUGIN_VERSION=1 component versioned versioned_v1
 CORRAL_PLUGIN_VERSION=2 component versioned versioned_v2
 touch "$out/.done"

@@ -18,6 +18,11 @@ stage() { printf '\n==== %s (%ss)\n' "$1" "$SECONDS"; }
 
 stage "system packages"
 APT_PACKAGES=(zookeeper zookeeper-bin python3 python3-venv)
+# Plugins build for wasm32: with a rustup target where one exists, else with
+# Debian's rustc-web, which builds std from source (plugins/build.sh).
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  APT_PACKAGES+=(rustc-web cargo-web rust-web-src lld-22)
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,6 +37,13 @@ stage "python venv"
 VENV=$WORK/venv
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
+
+stage "plugins: guest SDK and plugin tests (native), components (wasm32)"
+for crate in corral-sdk json-schema child-counter counter hostile versioned lookup; do
+  # One crate at a time: each picks its own plugin world feature.
+  cargo test --locked -q --manifest-path plugins/Cargo.toml -p "$crate"
+done
+plugins/build.sh
 
 stage "build"
 cargo build --locked -p corral

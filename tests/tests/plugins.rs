@@ -31,7 +31,11 @@ fn component(name: &str) -> Vec<u8> {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(60))).build().into()
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
 }
 
 /// Deploys `file` as `name` through member `c`; returns (HTTP status, body).
@@ -216,9 +220,16 @@ fn the_same_plugin_workload_gives_identical_digests_and_fuel_on_every_member_and
         .unwrap();
     assert_eq!(r.status().as_u16(), 200, "{}", r.body_mut().read_to_string().unwrap());
     four.wait_ready();
-    let built: Vec<String> =
-        c.nodes.iter().map(|n| n.log().lines().filter(|l| l.contains("snapshot")).collect::<Vec<_>>().join("\n")).collect();
-    assert!(four.log().contains("snapshot installed"), "the new member was not sent a snapshot:\n{}\n{built:#?}", four.log());
+    let built: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|n| n.log().lines().filter(|l| l.contains("snapshot")).collect::<Vec<_>>().join("\n"))
+        .collect();
+    assert!(
+        four.log().contains("snapshot installed"),
+        "the new member was not sent a snapshot:\n{}\n{built:#?}",
+        four.log()
+    );
 
     workload(&mut raws, 1, 30, &mut randoms);
     let mut r4 = Raw::connect(four.client, 5000);

@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::acl;
 use super::command::{ClusterConfig, Command, Identity, Op, Origin, Write};
-use super::plugins::PluginEnv;
+use super::plugins::{Hooks, PluginEnv};
 use super::{Applied, Event, Member, Meta, Reply, SessionChange, WriteResult};
 use crate::proto::data::{Acl, CreateMode, Id, perms};
 use crate::proto::error::ErrorCode;
@@ -438,6 +438,8 @@ impl Apply<'_, '_> {
         if due {
             let mut staged = Staged::default();
             self.remove_node(&mut staged, p)?;
+            self.run_hooks(&mut staged, None, &Identity::system(), Hooks::System)?
+                .expect("system changes are not refused");
             self.commit(staged)?;
         }
         Ok(())
@@ -493,6 +495,7 @@ impl Apply<'_, '_> {
             assert_eq!(node.session_owner(), Some(session), "ephemeral index out of step at {p}");
             self.remove_node(&mut staged, p)?;
         }
+        self.run_hooks(&mut staged, None, &Identity::system(), Hooks::System)?.expect("system changes are not refused");
         self.commit(staged)?;
         self.tables.write_session(self.meta, session, None)?;
         Ok(Some(s.owner))
@@ -511,7 +514,7 @@ impl Apply<'_, '_> {
         };
         match result {
             // A failed multi is a successful reply of errors: nothing staged.
-            Ok(r) => match self.run_hooks(&mut staged, session, who)? {
+            Ok(r) => match self.run_hooks(&mut staged, session, who, Hooks::Client)? {
                 Ok(()) => {
                     self.commit(staged)?;
                     Ok(Reply::Write(Ok(r)))

@@ -51,6 +51,12 @@ impl Identity {
     pub fn is_super(&self) -> bool {
         self.ids.iter().any(|id| id.scheme == "super")
     }
+
+    /// The server itself: what triggers run as when no client changed the
+    /// tree (a session's end, a reaped node).
+    pub fn system() -> Identity {
+        Identity { ids: vec![Id { scheme: "super".into(), id: "corral".into() }], token: None }
+    }
 }
 
 /// Settings that change outcomes. They are replicated state, seeded from the

@@ -135,7 +135,17 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Whose change the hooks see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hooks {
+    /// A client's write or recipe: validators may veto it.
+    Client,
+    /// A session's end or a reaped node: it happens regardless.
+    System,
+}
+
 /// Why a plugin vetoed or failed the entry: the client's error.
+#[derive(Debug)]
 pub struct Rejection {
     pub code: ErrorCode,
     pub message: String,
@@ -517,7 +527,7 @@ impl Apply<'_, '_> {
                 return Ok(Reply::Write(Ok(WriteResult::Called(Err(e)))));
             }
         };
-        match self.run_hooks(&mut staged, session, who)? {
+        match self.run_hooks(&mut staged, session, who, Hooks::Client)? {
             Ok(()) => {
                 self.commit(staged)?;
                 Ok(Reply::Write(Ok(WriteResult::Called(Ok(output)))))
@@ -530,12 +540,16 @@ impl Apply<'_, '_> {
     }
 
     /// The validators, then the triggers, bound to the paths `staged`
-    /// changes. A veto, error or trap rejects the entry.
+    /// changes. For a client's change (`Hooks::Client`), a veto, error or
+    /// trap rejects the entry. For the system's (`Hooks::System`: session
+    /// ends, reaping), nothing can refuse: validators are not asked, and a
+    /// failing trigger only loses its own writes.
     pub(super) fn run_hooks(
         &mut self,
         staged: &mut Staged,
         session: Option<i64>,
         who: &Identity,
+        hooks: Hooks,
     ) -> Result<Result<(), Rejection>, StoreError> {
         if self.meta.bound_plugins == 0 {
             return Ok(Ok(()));
@@ -546,15 +560,26 @@ impl Apply<'_, '_> {
         }
         let records = all(&self.tables.plugins)?;
         let mut call_no = 1;
-        for kind in [Kind::Validator, Kind::Trigger] {
+        let kinds: &[Kind] = match hooks {
+            Hooks::Client => &[Kind::Validator, Kind::Trigger],
+            Hooks::System => &[Kind::Trigger],
+        };
+        for &kind in kinds {
             for mut rec in records.iter().filter(|r| r.kind == kind).cloned() {
                 let mine: Vec<PluginChange> = changes.iter().filter(|c| rec.binds(&c.path)).cloned().collect();
                 if mine.is_empty() {
                     continue;
                 }
                 let request = if kind == Kind::Validator { Request::Validate(mine) } else { Request::Trigger(mine) };
+                let before = (hooks == Hooks::System).then(|| (staged.nodes.clone(), self.events.len()));
                 let outcome = self.run(&mut rec, staged, session, who, &request, call_no)?;
                 call_no += 1;
+                if let (Err(e), Some((nodes, events))) = (&outcome, before) {
+                    tracing::info!(plugin = rec.name, "a trigger failed on a session's end or a reaped node: {e}");
+                    staged.nodes = nodes;
+                    self.events.truncate(events);
+                    continue;
+                }
                 if let Err(e) = outcome {
                     let what = if kind == Kind::Validator { "rejected by validator" } else { "failed in trigger" };
                     return Ok(Err(Rejection {

@@ -75,7 +75,8 @@ impl Recipe for Hostile {
                 Ok(p.into_bytes())
             }
             b"ephemeral" => {
-                let p = tree.create("/hostile/eph-", b"", CreateMode::EphemeralSequential).map_err(|f| f.to_string())?;
+                let p =
+                    tree.create("/hostile/eph-", b"", CreateMode::EphemeralSequential).map_err(|f| f.to_string())?;
                 Ok(p.into_bytes())
             }
             other => Err(format!("unknown mode {:?}", String::from_utf8_lossy(other))),

@@ -1,0 +1,192 @@
+"""Wasm plugins seen by an unmodified kazoo: a validator vetoes writes with
+an error kazoo raises, a trigger writes in the same entry, and recipes and
+queries are called through Corral's extension opcodes (4096, 4097) with a
+kazoo request class, as the caller's session.
+
+The components come from plugins/build.sh (tests/run.sh runs it first)."""
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.exceptions import BadArgumentsError, NoNodeError
+from kazoo.protocol.serialization import int_struct, read_buffer, write_buffer, write_string
+
+from conftest import FAST, Corral
+
+TOKEN = "corral_plugin_test_token_0123456789"
+COMPONENTS = Path(__file__).resolve().parents[2] / "plugins" / "target" / "components" / "current"
+
+
+@pytest.fixture
+def node(tmp_path, request):
+    c = Corral(tmp_path, {**FAST, "initial_admin_token": TOKEN})
+    yield c
+    c.kill9()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print("---- corral log ----\n" + c.log())
+
+
+def deploy(node, name, component, **params):
+    query = "&".join("%s=%s" % kv for kv in params.items())
+    body = (COMPONENTS / (component + ".wasm")).read_bytes()
+    req = urllib.request.Request(
+        "http://127.0.0.1:%d/api/v1/plugins/%s?%s" % (node.http_port, name, query),
+        data=body, method="PUT",
+        headers={"authorization": "Bearer " + TOKEN, "content-type": "application/wasm"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.load(r)
+
+
+class Call(namedtuple("Call", "plugin args")):
+    """Corral's recipe call: `ustring plugin, buffer args` in, `int status,
+    buffer payload` out."""
+    type = 4096
+
+    def serialize(self):
+        b = bytearray()
+        b.extend(write_string(self.plugin))
+        b.extend(write_buffer(self.args))
+        return b
+
+    @classmethod
+    def deserialize(cls, data, offset):
+        status = int_struct.unpack_from(data, offset)[0]
+        payload, _ = read_buffer(data, offset + int_struct.size)
+        return status, payload
+
+
+class QueryCall(Call):
+    type = 4097
+
+
+def call(z, plugin, args, request=Call):
+    result = z.handler.async_result()
+    z._call(request(plugin, args), result)
+    return result.get(timeout=10)
+
+
+def connect(node):
+    z = KazooClient(hosts=node.hosts, timeout=10)
+    z.start(timeout=10)
+    return z
+
+
+def test_a_validator_vetoes_kazoo_writes_and_leaves_the_tree_unchanged(node):
+    deploy(node, "schemas", "json_schema", bind="/config")
+    z = connect(node)
+    z.create("/config")
+    z.create("/config/.schema", json.dumps(
+        {"type": "object", "required": ["port"], "properties": {"port": {"type": "integer", "maximum": 65535}}}).encode())
+    z.create("/config/web", b'{"port": 80}')
+    with pytest.raises(BadArgumentsError):
+        z.set("/config/web", b'{"port": 99999}')
+    data, stat = z.get("/config/web")
+    assert (data, stat.version) == (b'{"port": 80}', 0)
+    with pytest.raises(BadArgumentsError):
+        z.create("/config/db", b'{"host": "x"}')
+    assert z.exists("/config/db") is None
+    # A transaction with one bad write is refused whole.
+    t = z.transaction()
+    t.create("/config/cache", b'{"port": 6379}')
+    t.set_data("/config/web", b"not json")
+    with pytest.raises(BadArgumentsError):
+        t.commit()
+    assert z.exists("/config/cache") is None
+    assert z.get("/config/web")[0] == b'{"port": 80}'
+    # A schema the validator cannot check is itself refused.
+    with pytest.raises(BadArgumentsError):
+        z.set("/config/.schema", b'{"pattern": "^x"}')
+    # Outside the bound path nothing is checked.
+    z.create("/other", b"not json")
+    z.stop()
+
+
+def test_a_trigger_writes_in_the_same_entry_as_the_kazoo_write(node):
+    deploy(node, "kids", "child_counter", bind="/svc")
+    z = connect(node)
+    z.create("/svc")
+    seen = []
+    z.DataWatch("/svc.count", lambda data, stat: seen.append(data))
+    z.create("/svc/a")
+    z.create("/svc/b", ephemeral=True)
+    count, stat = z.get("/svc.count")
+    assert count == b"2"
+    # The count changed in the very entry that created /svc/b.
+    assert stat.mzxid == z.exists("/svc/b").czxid
+    z.delete("/svc/a")
+    assert z.get("/svc.count")[0] == b"1"
+    deadline = time.time() + 5
+    while b"1" not in seen and time.time() < deadline:
+        time.sleep(0.02)
+    assert seen[-1] == b"1" and b"2" in seen
+    # The ephemeral goes with its session, and the count follows.
+    z.stop()
+    z2 = connect(node)
+    assert z2.get("/svc.count")[0] == b"0"
+    z2.stop()
+
+
+def test_recipes_and_queries_over_the_extension_opcodes_run_as_the_callers_session(node):
+    deploy(node, "hostile", "hostile")
+    deploy(node, "counter", "counter")
+    deploy(node, "lookup", "lookup")
+    z = connect(node)
+    z.create("/hostile")
+    z.create("/counters")
+    assert call(z, "counter", b'{"path": "/counters/x", "by": 2}') == (0, b"2")
+    assert call(z, "counter", b'{"path": "/counters/x"}') == (0, b"3")
+    status, message = call(z, "counter", b'{"path": "/nope/x"}')
+    assert (status, message) == (1, b"the parent of /nope/x does not exist")
+    status, message = call(z, "hostile", b"panic")
+    assert status == 2 and b"guest panic" in message
+    with pytest.raises(NoNodeError):
+        call(z, "no-such-plugin", b"")
+
+    # An ephemeral the recipe creates belongs to the calling session.
+    status, path = call(z, "hostile", b"ephemeral")
+    assert status == 0
+    assert z.exists(path.decode()).ephemeralOwner == z.client_id[0]
+
+    # A query reads this member's state, outside the log.
+    status, out = call(z, "lookup", b"/counters/x", QueryCall)
+    zxid, children, data = out.split(b" ", 2)
+    assert (status, children, data) == (0, b"0", b"3")
+    assert int(zxid) >= z.exists("/counters/x").mzxid
+    # Calling a recipe with the query opcode is refused: it would write.
+    status, message = call(z, "counter", b"{}", QueryCall)
+    assert status == 3 and b"not a query" in message
+
+    other = connect(node)
+    assert other.exists(path.decode()) is not None
+    z.stop()
+    deadline = time.time() + 5
+    while other.exists(path.decode()) is not None and time.time() < deadline:
+        time.sleep(0.05)
+    assert other.exists(path.decode()) is None
+    other.stop()
+
+
+def test_deploys_are_checked_and_guarded_by_the_plugin_scope(node):
+    with pytest.raises(urllib.error.HTTPError) as e:
+        deploy(node, "bad", "hostile", kind="validator", bind="/x")
+    assert e.value.code == 400 and "corral:plugin/write" in json.load(e.value)["message"]
+    # A token without the plugin scope cannot deploy.
+    req = urllib.request.Request(
+        "http://127.0.0.1:%d/api/v1/tokens" % node.http_port, method="POST",
+        data=json.dumps({"name": "reader", "scopes": ["read", "write"]}).encode(),
+        headers={"authorization": "Bearer " + TOKEN, "content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        weak = json.load(r)["token"]
+    req = urllib.request.Request(
+        "http://127.0.0.1:%d/api/v1/plugins/counter" % node.http_port, method="PUT",
+        data=(COMPONENTS / "counter.wasm").read_bytes(), headers={"authorization": "Bearer " + weak})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 403
