@@ -82,6 +82,10 @@ pub struct BenchArgs {
     /// Bytes of data per write.
     #[arg(long, default_value_t = 1024)]
     pub value_size: u32,
+    /// Write JSON objects (`{"v":"xx…"}`, `--value-size` bytes) instead of
+    /// raw bytes: for servers that validate JSON (a schema plugin).
+    #[arg(long)]
+    pub json_values: bool,
     /// Key space of set/get/exists/mixed/multi (znodes created up front);
     /// children of the node `children` lists.
     #[arg(long, default_value_t = 10_000)]
@@ -287,6 +291,19 @@ fn create_req(path: String, data: Option<Vec<u8>>, flags: i32) -> Request {
     Request::Create { opcode: op::CREATE, req: CreateRequest { path, data, acl: Acl::open(), flags, ttl: None } }
 }
 
+/// The data the bench writes: `value_size` bytes of `fill`, or a JSON
+/// object of that size with `--json-values`.
+fn bench_value(args: &BenchArgs, fill: u8) -> Vec<u8> {
+    let n = args.value_size as usize;
+    if !args.json_values {
+        return vec![fill; n];
+    }
+    let mut v = br#"{"v":""#.to_vec();
+    v.resize(n.saturating_sub(2).max(v.len()), fill);
+    v.extend_from_slice(br#""}"#);
+    v
+}
+
 /// Creates the bench's parents and, when the workload reads or updates
 /// them, the key space, pipelined.
 async fn setup(args: &BenchArgs) -> Result<(), BenchError> {
@@ -302,7 +319,7 @@ async fn setup(args: &BenchArgs) -> Result<(), BenchError> {
         Workload::Set | Workload::Get | Workload::Exists | Workload::Mixed | Workload::Multi | Workload::Children
     );
     if needs_keys {
-        let value = vec![b'v'; args.value_size as usize];
+        let value = bench_value(args, b'v');
         let mut inflight = FuturesUnordered::new();
         for i in 0..args.keys {
             inflight.push(c.send(&create_req(key(args, i), Some(value.clone()), 0))?);
@@ -551,7 +568,7 @@ async fn connection(
     seq: &mut u64,
     tally: &mut Tally,
 ) -> bool {
-    let value = vec![b'x'; args.value_size as usize];
+    let value = bench_value(args, b'x');
     let mut inflight = FuturesUnordered::new();
     loop {
         let phase = progress.phase.load(Ordering::Acquire);

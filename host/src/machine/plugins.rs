@@ -791,7 +791,7 @@ pub fn query(
     let mut access = ViewAccess { view };
     let outcome = env
         .runtime
-        .call(&compiled, &ctx, &Request::Call(args.to_vec()), &rec.limits, seed, &mut access)
+        .call_query(&compiled, &ctx, &Request::Call(args.to_vec()), &rec.limits, seed, &mut access)
         .map_err(|e| QueryError::Unavailable(e.to_string()))?;
     Ok(outcome.result)
 }

@@ -198,9 +198,6 @@ impl HostState {
     }
 }
 
-/// Most table elements an instance may have.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
-
 /// Memory and tables may grow up to the call's limits: a refused growth is
 /// `-1` to the guest (deterministic, since the limits are replicated).
 pub struct Limiter {
@@ -220,7 +217,7 @@ impl ResourceLimiter for Limiter {
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        Ok(desired <= super::MAX_TABLE_ELEMENTS)
     }
 }
 
@@ -375,6 +372,37 @@ pub fn pre(
         Kind::Recipe => Pre::Recipe(bindings::recipe::RecipePluginPre::new(instance_pre)?),
         Kind::Query => Pre::Query(bindings::query::QueryPluginPre::new(instance_pre)?),
     })
+}
+
+/// Instantiates without calling anything (the deploy check).
+pub fn instantiate(store: &mut wasmtime::Store<HostState>, pre: &Pre) -> wasmtime::Result<()> {
+    match pre {
+        Pre::Validator(p) => p.instantiate(store).map(drop),
+        Pre::Trigger(p) => p.instantiate(store).map(drop),
+        Pre::Recipe(p) => p.instantiate(store).map(drop),
+        Pre::Query(p) => p.instantiate(store).map(drop),
+    }
+}
+
+/// A tree that refuses everything: for instantiating outside any call.
+pub struct NoAccess;
+
+impl Access for NoAccess {
+    fn get(&mut self, _: &str) -> Result<Option<(Vec<u8>, Stat)>, AccessError> {
+        Err(AccessError::Fault(ErrorCode::NoAuth))
+    }
+    fn children(&mut self, _: &str) -> Result<Vec<String>, AccessError> {
+        Err(AccessError::Fault(ErrorCode::NoAuth))
+    }
+    fn create(&mut self, _: &str, _: Vec<u8>, _: Mode) -> Result<String, AccessError> {
+        Err(AccessError::Fault(ErrorCode::NoAuth))
+    }
+    fn set(&mut self, _: &str, _: Vec<u8>, _: i32) -> Result<Stat, AccessError> {
+        Err(AccessError::Fault(ErrorCode::NoAuth))
+    }
+    fn delete(&mut self, _: &str, _: i32) -> Result<(), AccessError> {
+        Err(AccessError::Fault(ErrorCode::NoAuth))
+    }
 }
 
 /// Runs `f` with `access` reachable from the store's host calls.

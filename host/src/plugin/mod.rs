@@ -21,13 +21,13 @@ mod host;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, OperatorCost, Store};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OperatorCost, PoolingAllocationConfig, Store};
 
 use self::host::HostState;
 pub use self::host::{Access, AccessError, ChangeKind, Context, Mode, PluginChange};
@@ -179,6 +179,33 @@ pub struct Runtime {
     slots: Mutex<HashMap<([u8; 32], Kind), Slot>>,
     compiled: Condvar,
     stop: Arc<AtomicBool>,
+    /// Queries running now.
+    queries: AtomicUsize,
+}
+
+/// Instances alive at once: one for the apply (applies run one at a time),
+/// the rest for queries, which never take the last [`APPLY_SLOTS`].
+const POOL_INSTANCES: u32 = 32;
+/// Slots kept for the apply, so that queries cannot exhaust the pool under
+/// it (an apply that could not instantiate would have to stop the node).
+const APPLY_SLOTS: usize = 2;
+/// Table elements an instance may have (the limiter refuses more, alike on
+/// every member).
+pub const MAX_TABLE_ELEMENTS: usize = 10_000;
+
+fn pool() -> PoolingAllocationConfig {
+    let mut p = PoolingAllocationConfig::new();
+    // A component is a few core instances (the module and the canonical
+    // ABI shims); one linear memory is the guest's.
+    p.total_component_instances(POOL_INSTANCES)
+        .total_core_instances(POOL_INSTANCES * 8)
+        .total_memories(POOL_INSTANCES * 2)
+        .total_tables(POOL_INSTANCES * 8)
+        .max_memories_per_component(2)
+        .max_tables_per_component(8)
+        .max_memory_size(Limits::MAX.memory_bytes as usize)
+        .table_elements(MAX_TABLE_ELEMENTS);
+    p
 }
 
 /// The cost table: wasmtime's defaults, written out so that a change of
@@ -209,10 +236,10 @@ impl Runtime {
             // is off.)
             .wasm_relaxed_simd(false)
             .max_wasm_stack(options.max_wasm_stack)
-            // Reserve the largest memory up front, so that growth within
-            // the limit never fails for host reasons.
-            .memory_reservation(Limits::MAX.memory_bytes)
-            .memory_may_move(false);
+            // Instances come from a pool of pre-reserved slots: a call's
+            // instantiation is a few microseconds, not an mmap. Growth
+            // within a slot never fails for host reasons.
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool()));
         let engine = Engine::new(&config).map_err(fault)?;
         let mut linkers = HashMap::new();
         for kind in [Kind::Validator, Kind::Trigger, Kind::Recipe, Kind::Query] {
@@ -243,6 +270,7 @@ impl Runtime {
             slots: Mutex::new(HashMap::new()),
             compiled: Condvar::new(),
             stop,
+            queries: AtomicUsize::new(0),
         })
     }
 
@@ -258,8 +286,17 @@ impl Runtime {
     /// upload, before anything is proposed.
     pub fn check(&self, kind: Kind, wasm: &[u8]) -> Result<Vec<String>, String> {
         let component = Component::new(&self.engine, wasm).map_err(|e| format!("not a valid component: {e}"))?;
-        host::pre(&self.linkers[&kind], &component, kind)
+        let pre = host::pre(&self.linkers[&kind], &component, kind)
             .map_err(|e| format!("does not fit the {} world of {ABI}: {e:#}", kind.world()))?;
+        // Instantiate it once: a component that cannot fit an instance slot
+        // (too many tables, a memory larger than the largest limit) is
+        // refused here rather than failing every call.
+        let mut store = Store::new(&self.engine, HostState::new(&Limits::MAX, [0; 32]));
+        store.limiter(|s| &mut s.limiter);
+        store.set_fuel(Limits::MAX.fuel).map_err(|e| e.to_string())?;
+        store.set_epoch_deadline((self.options.watchdog.as_millis() / 10).max(1) as u64);
+        host::with_access(&mut store, &mut host::NoAccess, |store| host::instantiate(store, &pre))
+            .map_err(|e| format!("cannot be instantiated: {e:#}"))?;
         Ok(component.component_type().imports(&self.engine).map(|(name, _)| name.to_owned()).collect())
     }
 
@@ -335,6 +372,27 @@ impl Runtime {
         let pre = host::pre(&self.linkers[&kind], &component, kind).map_err(|e| format!("{e:#}"))?;
         tracing::info!(plugin = hex(&hash), ?kind, "plugin compiled");
         Ok(Compiled { kind, pre })
+    }
+
+    /// [`Runtime::call`] for a query, outside the log: fails at once when
+    /// every instance slot but the apply's is taken.
+    pub fn call_query(
+        &self,
+        compiled: &Compiled,
+        ctx: &Context,
+        request: &Request,
+        limits: &Limits,
+        seed: [u8; 32],
+        access: &mut dyn Access,
+    ) -> Result<CallOutcome, HostFault> {
+        let max = POOL_INSTANCES as usize - APPLY_SLOTS;
+        if self.queries.fetch_add(1, Ordering::AcqRel) >= max {
+            self.queries.fetch_sub(1, Ordering::AcqRel);
+            return Err(HostFault(format!("{max} queries are running: try again")));
+        }
+        let outcome = self.call(compiled, ctx, request, limits, seed, access);
+        self.queries.fetch_sub(1, Ordering::AcqRel);
+        outcome
     }
 
     /// Runs one call in a fresh instance. `access` is the tree as the call
