@@ -56,6 +56,15 @@ fn runtime(dir: &std::path::Path) -> Runtime {
     .expect("runtime")
 }
 
+/// A change outside any schema's directory: the validator only looks.
+fn no_schema_request(doc: &[u8]) -> Request {
+    Request::Validate(vec![PluginChange {
+        path: "/other/k1".into(),
+        kind: corral::plugin::ChangeKind::DataChanged,
+        data: Some(doc.to_vec()),
+    }])
+}
+
 fn benches(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let rt = runtime(dir.path());
@@ -80,6 +89,10 @@ fn benches(c: &mut Criterion) {
         }])
     };
     let request = change(&doc);
+    for (what, r) in [("document", &request), ("no schema", &no_schema_request(&doc))] {
+        let out = rt.call(&validator, &ctx, r, &limits, [0; 32], &mut tree).unwrap();
+        eprintln!("json-schema validator, {what}: {} fuel", out.fuel);
+    }
     let mut g = c.benchmark_group("plugin call");
     g.bench_function("json-schema validator, 256-byte document", |b| {
         b.iter(|| {
@@ -87,11 +100,7 @@ fn benches(c: &mut Criterion) {
             assert!(out.result.is_ok());
         })
     });
-    let no_schema = Request::Validate(vec![PluginChange {
-        path: "/other/k1".into(),
-        kind: corral::plugin::ChangeKind::DataChanged,
-        data: Some(doc.clone()),
-    }]);
+    let no_schema = no_schema_request(&doc);
     g.bench_function("json-schema validator, no schema (instantiate, one host call)", |b| {
         b.iter(|| rt.call(&validator, &ctx, &no_schema, &limits, [0; 32], &mut tree).unwrap())
     });
