@@ -85,6 +85,12 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/cluster/members"),
     ("put", "/api/v1/cluster/members/{id}/voter"),
     ("delete", "/api/v1/cluster/members/{id}"),
+    ("get", "/api/v1/plugins"),
+    ("get", "/api/v1/plugins/{name}"),
+    ("put", "/api/v1/plugins/{name}"),
+    ("delete", "/api/v1/plugins/{name}"),
+    ("post", "/api/v1/plugins/{name}/rollback"),
+    ("post", "/api/v1/plugins/{name}/call"),
     ("get", "/health/live"),
     ("get", "/health/ready"),
     ("get", "/metrics"),
@@ -108,7 +114,8 @@ fn the_openapi_document_lists_every_route_and_anonymous_calls_are_refused() {
     assert!(doc["components"]["securitySchemes"]["token"].is_object());
 
     for (method, path) in ROUTES {
-        let concrete = path.replace("{id}", "0x1") + if path.contains('?') { "" } else { "?path=/" };
+        let concrete =
+            path.replace("{id}", "0x1").replace("{name}", "p") + if path.contains('?') { "" } else { "?path=/" };
         let body = matches!(*method, "post" | "put").then(|| json!({}));
         let (status, v) = h.send(&method.to_uppercase(), &concrete, None, body);
         if path.starts_with("/health") {

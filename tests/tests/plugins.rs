@@ -349,3 +349,64 @@ fn upgrade_and_rollback_under_load_switch_every_call_at_one_log_index() {
     c.converged();
     eprintln!("{} calls: {per_phase:?} per phase; upgrade at {v2_zxid}, rollback at {rollback_zxid}", calls.len());
 }
+
+fn cli(c: &Corral, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(corral_tests::binary())
+        .args(["--api", &c.api(), "--token", TOKEN])
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_cli_deploys_lists_inspects_calls_rolls_back_and_removes_plugins() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 1, &[], false);
+    let n = &c.nodes[0];
+    let file = |name: &str| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../plugins/target/components/current/{name}.wasm"))
+            .display()
+            .to_string()
+    };
+    let (ok, out, err) =
+        cli(n, &["plugin", "deploy", "v", &file("versioned_v1"), "--fuel", "2000000", "--breaker", "4"]);
+    assert!(ok && out.starts_with("deployed v ("), "{out}{err}");
+    let (ok, _, err) = cli(n, &["plugin", "deploy", "v", &file("versioned_v2")]);
+    assert!(ok, "{err}");
+    let mut raw = Raw::connect(n.client, 5000);
+    assert_eq!(create(&mut raw, "/versioned", b""), 0);
+    assert_eq!(cli(n, &["plugin", "call", "v"]).1, "2\n");
+
+    let (ok, out, _) = cli(n, &["--json", "plugin", "info", "v"]);
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(ok);
+    assert_eq!((info["kind"].as_str(), info["versions"].as_array().unwrap().len()), (Some("recipe"), 2));
+    assert_eq!(info["active"], info["versions"][1]["sha256"]);
+    // The second deploy gave no limits: defaults again.
+    assert_eq!((info["fuel_limit"].as_u64(), info["breaker"].as_u64()), (Some(10_000_000), Some(10)));
+    let (ok, out, _) = cli(n, &["plugin", "list"]);
+    assert!(ok && out.starts_with("v\trecipe\t") && out.contains("calls 1"), "{out}");
+
+    let (ok, out, err) = cli(n, &["plugin", "rollback", "v"]);
+    assert!(ok && out.contains("is back at"), "{out}{err}");
+    assert_eq!(cli(n, &["plugin", "call", "v"]).1, "1\n");
+    let (ok, _, err) = cli(n, &["plugin", "rollback", "v"]);
+    assert!(!ok && err.contains("no earlier version"), "{err}");
+
+    let (ok, out, _) = cli(n, &["plugin", "remove", "v"]);
+    assert!(ok && out == "removed v\n");
+    let (ok, _, err) = cli(n, &["plugin", "info", "v"]);
+    assert!(!ok && err.contains("no plugin named v"), "{err}");
+    let (ok, _, err) = cli(n, &["plugin", "call", "v"]);
+    assert!(!ok && err.contains("no plugin named v"), "{err}");
+    // The code of a removed plugin is gone from the state too.
+    let (status, body) = n.http_get_as("/api/v1/plugins", Some(TOKEN));
+    assert_eq!((status, body.as_str()), (200, "[]"));
+}
