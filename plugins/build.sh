@@ -51,6 +51,7 @@ component child-counter child_counter
 component counter counter
 component hostile hostile
 component lookup lookup
+component lock lock
 CORRAL_PLUGIN_VERSION=1 component versioned versioned_v1
 CORRAL_PLUGIN_VERSION=2 component versioned versioned_v2
 touch "$out/.done"

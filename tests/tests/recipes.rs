@@ -1,0 +1,119 @@
+//! Recipes from `plugins/` on a real 3-member cluster, with concurrent
+//! clients over the ZooKeeper protocol (extension opcode 4096).
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use corral_tests::cluster::{Cluster, TOKEN};
+use corral_tests::{Jute, Raw};
+use serde_json::{Value, json};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn deploy(api: &str, name: &str) {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/target/components/current/{name}.wasm"));
+    let code = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}: run plugins/build.sh first", p.display()));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut r = agent
+        .put(format!("{api}/api/v1/plugins/{name}"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send(&code[..])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.body_mut().read_to_string().unwrap());
+}
+
+/// Calls the lock recipe; returns its answer and the zxid of its entry.
+fn lock_call(raw: &mut Raw, args: Value) -> (Value, i64) {
+    let f = raw.call(7, 4096, Jute::default().str("lock").buf(Some(args.to_string().as_bytes())));
+    assert_eq!(f.err, 0, "ZooKeeper error {}", f.err);
+    let status = i32::from_be_bytes(f.body[0..4].try_into().unwrap());
+    let n = i32::from_be_bytes(f.body[4..8].try_into().unwrap()) as usize;
+    let payload = String::from_utf8_lossy(&f.body[8..8 + n]).into_owned();
+    assert_eq!(status, 0, "lock call failed: {payload}");
+    (serde_json::from_str(&payload).unwrap(), f.zxid)
+}
+
+/// Acquires, polling (a real client would watch `waiting_for`); returns the
+/// node and the zxid at which the lock was taken.
+fn acquire(raw: &mut Raw, lock: &str) -> (String, i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (v, zxid) = lock_call(raw, json!({"op": "acquire", "lock": lock}));
+        if v["acquired"] == true {
+            return (v["node"].as_str().unwrap().to_owned(), zxid);
+        }
+        assert!(Instant::now() < deadline, "never acquired: {v}");
+        std::thread::sleep(Duration::from_millis(3));
+    }
+}
+
+#[test]
+fn the_lock_recipe_excludes_mutually_under_concurrent_clients_on_every_member() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, &[], false);
+    deploy(&c.nodes[0].api(), "lock");
+    let clients: Vec<_> = c.clients();
+    let holds: Mutex<Vec<(i64, i64, usize)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for k in 0..6 {
+            let (addr, holds) = (clients[k % 3], &holds);
+            s.spawn(move || {
+                let mut raw = Raw::connect(addr, 5000);
+                for i in 0..12 {
+                    let (node, taken) = acquire(&mut raw, "/mutex");
+                    std::thread::sleep(Duration::from_millis((k as u64 + i) % 3));
+                    let (v, released) = lock_call(&mut raw, json!({"op": "release", "node": node}));
+                    assert_eq!(v["released"], true);
+                    holds.lock().unwrap().push((taken, released, k));
+                }
+            });
+        }
+    });
+    // Every hold is an interval of log indexes; no two may overlap.
+    let mut holds = holds.into_inner().unwrap();
+    holds.sort();
+    assert_eq!(holds.len(), 72);
+    for w in holds.windows(2) {
+        assert!(
+            w[0].1 < w[1].0,
+            "client {} took the lock at {} while client {} held it until {}",
+            w[1].2,
+            w[1].0,
+            w[0].2,
+            w[0].1
+        );
+    }
+    c.converged();
+}
+
+#[test]
+fn a_lock_passes_on_when_its_holders_session_expires() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Cluster::start(dir.path(), 3, &[], false);
+    deploy(&c.nodes[1].api(), "lock");
+    let mut holder = Raw::connect(c.nodes[0].client, 1000);
+    let (held, _) = acquire(&mut holder, "/resource");
+    let mut waiter = Raw::connect(c.nodes[2].client, 5000);
+    let (v, _) = lock_call(&mut waiter, json!({"op": "acquire", "lock": "/resource"}));
+    assert_eq!((v["acquired"].as_bool(), v["waiting_for"].as_str()), (Some(false), Some(held.as_str())));
+    // The holder vanishes without closing its session.
+    let gone = Instant::now();
+    drop(holder);
+    let (node, _) = acquire(&mut waiter, "/resource");
+    assert_eq!(node, v["node"].as_str().unwrap());
+    let waited = gone.elapsed();
+    assert!(waited >= Duration::from_millis(500), "taken after {waited:?}: before the holder's session could expire");
+    let f = waiter.call(8, 3, Jute::default().str(&held).bool(false));
+    assert_eq!(f.err, -101, "the expired holder's node is gone");
+}
