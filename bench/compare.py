@@ -415,6 +415,16 @@ def write_report(results, out):
                  "and recovers, the leader fails, and two followers fail together (the ZooKeeper paper's Figure 8). "
                  "`bench/timeline.py`.\n")
         L.append("![5 members under failures](perf/timeline-5-nodes.png)\n")
+    failed = [r for r in results["runs"] if sum(r["errors"].values())]
+    if failed:
+        L.append("## Requests that failed\n")
+        L.append("Runs in which some requests got no answer, by kind (`connection`: the connection broke with "
+                 "requests in flight, which the bench then counts as failed; these runs are not retried). Their "
+                 "throughput is lower than the servers can do, and is shown as measured.\n")
+        L.append("| run | errors |\n|---|---|")
+        for r in failed:
+            L.append("| %s | %s |" % (r["label"], ", ".join("%s %d" % kv for kv in sorted(r["errors"].items()))))
+        L.append("")
     L.append("Raw results: [perf/results.json](perf/results.json).\n")
     out.write_text("\n".join(L))
     log("wrote %s" % out)

@@ -366,16 +366,30 @@ impl Runtime {
     /// Compiles, or loads the artifact cached by an earlier compile.
     fn compile(&self, hash: [u8; 32], kind: Kind, wasm: &[u8]) -> Result<Compiled, String> {
         let cached = self.options.cache_dir.join(format!("{}-{}.cwasm", hex(&hash), &self.fingerprint[..16]));
-        let component = match std::fs::metadata(&cached) {
-            // SAFETY: the file is one this runtime wrote (below), for this
-            // engine's fingerprint, in the node's own data directory.
-            Ok(_) => unsafe { Component::deserialize_file(&self.engine, &cached) }.map_err(|e| e.to_string())?,
-            Err(_) => {
+        // SAFETY: the file is one this runtime wrote (below), for this
+        // engine's fingerprint, in the node's own data directory.
+        let cached_component = std::fs::metadata(&cached)
+            .ok()
+            .and_then(|_| unsafe { Component::deserialize_file(&self.engine, &cached) }.ok());
+        let component = match cached_component {
+            Some(c) => c,
+            None => {
                 let bytes = self.engine.precompile_component(wasm).map_err(|e| format!("{e:#}"))?;
+                // The cache only saves a compile after a restart: failing to
+                // write it (a full disk) must not fail the compile, and an
+                // unreadable one is compiled again.
+                // Written whole and synced before the rename: after a crash
+                // the file is complete or absent, never torn.
                 let tmp = cached.with_extension("tmp");
-                std::fs::write(&tmp, &bytes)
-                    .and_then(|()| std::fs::rename(&tmp, &cached))
-                    .map_err(|e| e.to_string())?;
+                let write = || -> std::io::Result<()> {
+                    let mut f = std::fs::File::create(&tmp)?;
+                    std::io::Write::write_all(&mut f, &bytes)?;
+                    f.sync_all()?;
+                    std::fs::rename(&tmp, &cached)
+                };
+                if let Err(e) = write() {
+                    tracing::warn!(path = %cached.display(), "not caching a compiled plugin: {e}");
+                }
                 // SAFETY: just produced by this engine.
                 unsafe { Component::deserialize(&self.engine, &bytes) }.map_err(|e| e.to_string())?
             }
