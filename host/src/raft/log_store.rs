@@ -132,7 +132,7 @@ impl LogStore {
             (last, vote, committed, purged)
         };
         txn.commit().map_err(io_err)?;
-        let last_log_id = last.or_else(|| last_purged.clone());
+        let last_log_id = last.or_else(|| last_purged);
         let shared = Arc::new(Shared {
             db,
             cached: Mutex::new(Cached { pending: BTreeMap::new(), last_log_id, last_purged, vote, committed }),
@@ -184,7 +184,7 @@ fn writer_loop(shared: &Shared, rx: mpsc::Receiver<WriteOp>) {
             }
         }
         for op in batch {
-            let r = result.as_ref().map(|_| ()).map_err(|e| io_err(e));
+            let r = result.as_ref().map(|_| ()).map_err(io_err);
             match op {
                 WriteOp::Append { callback, .. } => callback.io_completed(r),
                 WriteOp::Vote { done, .. } | WriteOp::TruncateAfter { done, .. } | WriteOp::Purge { done, .. } => {
@@ -253,7 +253,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.shared.cached.lock().vote.clone())
+        Ok(self.shared.cached.lock().vote)
     }
 }
 
@@ -262,7 +262,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let cached = self.shared.cached.lock();
-        Ok(LogState { last_purged_log_id: cached.last_purged.clone(), last_log_id: cached.last_log_id.clone() })
+        Ok(LogState { last_purged_log_id: cached.last_purged, last_log_id: cached.last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -272,7 +272,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
         let bytes = encode(vote);
         self.queue_and_wait(|done| WriteOp::Vote { bytes, done }).await?;
-        self.shared.cached.lock().vote = Some(vote.clone());
+        self.shared.cached.lock().vote = Some(*vote);
         Ok(())
     }
 
@@ -288,7 +288,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.shared.cached.lock().committed.clone())
+        Ok(self.shared.cached.lock().committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
@@ -301,7 +301,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut cached = self.shared.cached.lock();
             for e in entries {
                 let log_id = e.log_id();
-                encoded.push((log_id.index(), log_id.clone(), encode(&e)));
+                encoded.push((log_id.index(), log_id, encode(&e)));
                 cached.pending.insert(log_id.index(), e);
                 cached.last_log_id = Some(log_id);
             }
@@ -317,7 +317,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             cached.pending.retain(|&i, _| i < from);
             let beyond = |last: &Option<LogId>| last.as_ref().is_some_and(|l| l.index() >= from);
             if last_log_id.is_none() || beyond(&cached.last_log_id) {
-                cached.last_log_id = last_log_id.clone().or_else(|| cached.last_purged.clone());
+                cached.last_log_id = last_log_id.or_else(|| cached.last_purged);
             }
         }
         self.queue_and_wait(|done| WriteOp::TruncateAfter { index, done }).await
@@ -327,9 +327,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut cached = self.shared.cached.lock();
             cached.pending.retain(|&i, _| i > log_id.index());
-            cached.last_purged = Some(log_id.clone());
+            cached.last_purged = Some(log_id);
             if cached.last_log_id.as_ref().is_none_or(|l| l.index() < log_id.index()) {
-                cached.last_log_id = Some(log_id.clone());
+                cached.last_log_id = Some(log_id);
             }
         }
         self.queue_and_wait(|done| WriteOp::Purge { upto: log_id, done }).await

@@ -348,7 +348,9 @@ impl Link {
         // Closing cancels, then clears: checking after the insert catches a
         // close that cleared the map before it.
         if conn.closed.is_cancelled() || conn.tx.send((id, req)).is_err() {
-            guard.take().map(|c| c.close());
+            if let Some(c) = guard.take() {
+                c.close()
+            }
             return Err(LinkError::Closed { addr: self.addr.clone() });
         }
         Ok(rx)
