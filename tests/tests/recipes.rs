@@ -33,12 +33,17 @@ fn deploy(api: &str, name: &str) {
 
 /// Calls the lock recipe; returns its answer and the zxid of its entry.
 fn lock_call(raw: &mut Raw, args: Value) -> (Value, i64) {
-    let f = raw.call(7, 4096, Jute::default().str("lock").buf(Some(args.to_string().as_bytes())));
+    recipe(raw, "lock", args)
+}
+
+/// Calls a recipe over opcode 4096; returns its answer and its entry's zxid.
+fn recipe(raw: &mut Raw, plugin: &str, args: Value) -> (Value, i64) {
+    let f = raw.call(7, 4096, Jute::default().str(plugin).buf(Some(args.to_string().as_bytes())));
     assert_eq!(f.err, 0, "ZooKeeper error {}", f.err);
     let status = i32::from_be_bytes(f.body[0..4].try_into().unwrap());
     let n = i32::from_be_bytes(f.body[4..8].try_into().unwrap()) as usize;
     let payload = String::from_utf8_lossy(&f.body[8..8 + n]).into_owned();
-    assert_eq!(status, 0, "lock call failed: {payload}");
+    assert_eq!(status, 0, "{plugin} call failed: {payload}");
     (serde_json::from_str(&payload).unwrap(), f.zxid)
 }
 
@@ -116,4 +121,43 @@ fn a_lock_passes_on_when_its_holders_session_expires() {
     assert!(waited >= Duration::from_millis(500), "taken after {waited:?}: before the holder's session could expire");
     let f = waiter.call(8, 3, Jute::default().str(&held).bool(false));
     assert_eq!(f.err, -101, "the expired holder's node is gone");
+}
+
+#[test]
+fn an_election_keeps_one_leader_through_a_corral_failover_and_passes_on_when_its_leader_leaves() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, &[], false);
+    let leader = c.leader();
+    deploy(&c.nodes[leader].api(), "election");
+    // Candidates on the two followers, so that they outlive the Corral
+    // leader's death.
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let mut candidates: Vec<Raw> =
+        [0, 1, 0].iter().map(|&k| Raw::connect(c.nodes[followers[k]].client, 5000)).collect();
+    let join = |raw: &mut Raw, id: &str| {
+        recipe(raw, "election", json!({"op": "join", "election": "/elections/db", "id": id})).0
+    };
+    let create = Jute::default().str("/elections").buf(Some(b"")).open_acl().int(0);
+    assert_eq!(candidates[0].call(1, 1, create).err, 0);
+    let answers: Vec<Value> = candidates.iter_mut().enumerate().map(|(i, r)| join(r, &format!("c{i}"))).collect();
+    assert_eq!(answers.iter().filter(|a| a["leader"] == true).count(), 1, "{answers:?}");
+    assert_eq!((answers[0]["leader"].as_bool(), answers[2]["leader_id"].as_str()), (Some(true), Some("c0")));
+    assert_eq!(answers[2]["watch"], answers[1]["node"], "each waits on the one ahead");
+
+    // Corral's own leader dies: the election's state is replicated, and
+    // re-checking gives the same single leader.
+    c.nodes[leader].kill9();
+    let new_leader = c.leader();
+    assert_ne!(new_leader, leader);
+    let again: Vec<Value> = candidates.iter_mut().enumerate().map(|(i, r)| join(r, &format!("c{i}"))).collect();
+    for (a, b) in answers.iter().zip(&again) {
+        assert_eq!((&a["node"], &a["leader"]), (&b["node"], &b["leader"]), "a candidacy changed across the failover");
+    }
+
+    // The leading candidate leaves (its session closes): the next leads.
+    assert_eq!(candidates[0].call(9, -11, Jute::default()).err, 0);
+    let (now, _) = recipe(&mut candidates[2], "election", json!({"op": "leader", "election": "/elections/db"}));
+    assert_eq!(now["leader_id"], "c1");
+    assert_eq!(join(&mut candidates[1], "c1")["leader"], true);
 }
