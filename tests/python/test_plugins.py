@@ -190,3 +190,41 @@ def test_deploys_are_checked_and_guarded_by_the_plugin_scope(node):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 403
+
+
+def test_recipe_nodes_are_plain_znodes_that_kazoo_watches(node):
+    deploy(node, "lock", "lock")
+    deploy(node, "election", "election")
+    holder, waiter, watcher = connect(node), connect(node), connect(node)
+    seen = []
+    # The lock node does not exist yet: kazoo's ChildrenWatch waits for it.
+    acquired = json.loads(call(holder, "lock", b'{"op": "acquire", "lock": "/printer"}')[1])
+    assert acquired["acquired"] is True
+    watcher.ChildrenWatch("/printer", lambda children: seen.append(sorted(children)))
+    queued = json.loads(call(waiter, "lock", b'{"op": "acquire", "lock": "/printer"}')[1])
+    assert queued["acquired"] is False and queued["waiting_for"] == acquired["node"]
+    # The waiter's exists watch on its predecessor fires when the holder
+    # releases; the re-check then says it holds the lock.
+    released = []
+    assert waiter.exists(queued["waiting_for"], watch=lambda event: released.append(event.type)) is not None
+    call(holder, "lock", json.dumps({"op": "release", "node": acquired["node"]}).encode())
+    deadline = time.time() + 5
+    while not released and time.time() < deadline:
+        time.sleep(0.02)
+    assert released == ["DELETED"]
+    again = json.loads(call(waiter, "lock", b'{"op": "acquire", "lock": "/printer"}')[1])
+    assert again == {"acquired": True, "node": queued["node"]}
+    deadline = time.time() + 5
+    while [queued["node"].rsplit("/", 1)[1]] not in seen and time.time() < deadline:
+        time.sleep(0.02)
+    names = [acquired["node"].rsplit("/", 1)[1], queued["node"].rsplit("/", 1)[1]]
+    assert seen[0] == [names[0]] and names in seen and seen[-1] == [names[1]], seen
+
+    # An election's leader is an ordinary node: kazoo reads who leads.
+    watcher.create("/elections")
+    answer = json.loads(call(holder, "election", b'{"op": "join", "election": "/elections/db", "id": "host-a"}')[1])
+    assert answer["leader"] is True
+    children = watcher.get_children("/elections/db")
+    assert watcher.get("/elections/db/" + min(children))[0] == b"host-a"
+    for z in (holder, waiter, watcher):
+        z.stop()

@@ -182,7 +182,19 @@ async fn propose(s: &Shared, cmd: Command, term: Option<u64>) -> Result<Ack, Str
     }
     let (responder, rx) = ProgressResponder::complete_only();
     s.raft.write(cmd).responder(responder).await.map_err(|e| e.to_string())?;
-    Ok(Box::pin(async move { matches!(rx.await, Ok(Ok(_))) }))
+    Ok(Box::pin(async move {
+        match rx.await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::info!("a proposed write was not committed: {e}");
+                false
+            }
+            Err(_) => {
+                tracing::info!("a proposed write was not committed: its responder was dropped");
+                false
+            }
+        }
+    }))
 }
 
 /// Proposes a command from a client of this node: locally on the leader,
