@@ -228,3 +228,30 @@ def test_recipe_nodes_are_plain_znodes_that_kazoo_watches(node):
     assert watcher.get("/elections/db/" + min(children))[0] == b"host-a"
     for z in (holder, waiter, watcher):
         z.stop()
+
+
+def test_a_double_barrier_opens_for_every_kazoo_participant_at_once(node):
+    deploy(node, "barrier", "barrier")
+    clients = [connect(node) for _ in range(3)]
+    fired = []
+    for i, z in enumerate(clients[:2]):
+        r = json.loads(call(z, "barrier", json.dumps(
+            {"op": "enter", "barrier": "/stage", "size": 3, "id": "w%d" % i}).encode())[1])
+        assert r == {"ready": False, "entered": i + 1}
+        # Wait for /stage/ready with an ordinary exists watch.
+        assert z.exists("/stage/ready", watch=lambda e, i=i: fired.append((i, e.type))) is None
+    r = json.loads(call(clients[2], "barrier", b'{"op": "enter", "barrier": "/stage", "size": 3, "id": "w2"}')[1])
+    assert r == {"ready": True, "entered": 3}
+    deadline = time.time() + 5
+    while len(fired) < 2 and time.time() < deadline:
+        time.sleep(0.02)
+    assert sorted(fired) == [(0, "CREATED"), (1, "CREATED")]
+    # Participants are ephemerals of their sessions: one that dies leaves.
+    clients[0].stop()
+    remaining = [json.loads(call(z, "barrier", json.dumps(
+        {"op": "leave", "barrier": "/stage", "id": "w%d" % (i + 1)}).encode())[1])["remaining"]
+        for i, z in enumerate(clients[1:])]
+    assert remaining == [1, 0]
+    assert clients[1].exists("/stage/ready") is None
+    for z in clients[1:]:
+        z.stop()
