@@ -255,3 +255,26 @@ def test_a_double_barrier_opens_for_every_kazoo_participant_at_once(node):
     assert clients[1].exists("/stage/ready") is None
     for z in clients[1:]:
         z.stop()
+
+
+def test_group_membership_through_the_recipe_is_seen_by_a_kazoo_children_watch(node):
+    deploy(node, "group", "group")
+    watcher, a, b = connect(node), connect(node), connect(node)
+    watcher.create("/groups")
+    seen = []
+    join = lambda z, m, d: json.loads(call(z, "group", json.dumps(
+        {"op": "join", "group": "/groups/workers", "member": m, "data": d}).encode())[1])
+    assert join(a, "a", "10.0.0.1") == {"joined": True, "members": 1}
+    watcher.ChildrenWatch("/groups/workers", lambda children: seen.append(sorted(children)))
+    assert join(b, "b", "10.0.0.2") == {"joined": True, "members": 2}
+    status, message = call(b, "group", b'{"op": "join", "group": "/groups/workers", "member": "a"}')
+    assert status == 1 and b"held by another session" in message
+    members = json.loads(call(watcher, "group", b'{"op": "members", "group": "/groups/workers"}')[1])
+    assert members == {"members": {"a": "10.0.0.1", "b": "10.0.0.2"}}
+    a.stop()  # its membership ends with its session
+    deadline = time.time() + 5
+    while ["b"] not in seen and time.time() < deadline:
+        time.sleep(0.02)
+    assert seen[0] == ["a"] and ["a", "b"] in seen and seen[-1] == ["b"], seen
+    for z in (watcher, b):
+        z.stop()
