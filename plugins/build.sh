@@ -55,6 +55,7 @@ component lock lock
 component election election
 component barrier barrier
 component group group
+component queue queue
 CORRAL_PLUGIN_VERSION=1 component versioned versioned_v1
 CORRAL_PLUGIN_VERSION=2 component versioned versioned_v2
 touch "$out/.done"

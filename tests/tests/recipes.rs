@@ -161,3 +161,56 @@ fn an_election_keeps_one_leader_through_a_corral_failover_and_passes_on_when_its
     assert_eq!(now["leader_id"], "c1");
     assert_eq!(join(&mut candidates[1], "c1")["leader"], true);
 }
+
+#[test]
+fn the_queue_gives_each_item_to_exactly_one_consumer_in_fifo_order() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, &[], false);
+    deploy(&c.nodes[0].api(), "queue");
+    let clients = c.clients();
+    let taken: Mutex<Vec<(i64, String, String)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for p in 0..3 {
+            let addr = clients[p];
+            s.spawn(move || {
+                let mut raw = Raw::connect(addr, 5000);
+                for i in 0..20 {
+                    recipe(&mut raw, "queue", json!({"op": "put", "queue": "/jobs", "data": format!("p{p}-{i}")}));
+                }
+            });
+        }
+        for k in 0..6 {
+            let (addr, taken) = (clients[k % 3], &taken);
+            s.spawn(move || {
+                let mut raw = Raw::connect(addr, 5000);
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while taken.lock().unwrap().len() < 60 && Instant::now() < deadline {
+                    let (v, zxid) = recipe(&mut raw, "queue", json!({"op": "take", "queue": "/jobs"}));
+                    match v["item"].as_str() {
+                        Some(item) => {
+                            taken.lock().unwrap().push((zxid, item.to_owned(), v["data"].as_str().unwrap().to_owned()))
+                        }
+                        None => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            });
+        }
+    });
+    let mut taken = taken.into_inner().unwrap();
+    assert_eq!(taken.len(), 60, "every item taken once");
+    let data: std::collections::BTreeSet<&String> = taken.iter().map(|t| &t.2).collect();
+    assert_eq!(data.len(), 60, "no item was given twice");
+    // In log order, takes come out in the order the items went in.
+    taken.sort();
+    for w in taken.windows(2) {
+        assert!(w[0].1 < w[1].1, "{} taken after {}", w[1].1, w[0].1);
+    }
+    // Each producer's items come out in the order it put them.
+    for p in 0..3 {
+        let mine: Vec<usize> =
+            taken.iter().filter_map(|t| t.2.strip_prefix(&format!("p{p}-")).map(|i| i.parse().unwrap())).collect();
+        assert_eq!(mine, (0..20).collect::<Vec<_>>());
+    }
+    c.converged();
+}
