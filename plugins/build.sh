@@ -56,6 +56,8 @@ component election election
 component barrier barrier
 component group group
 component queue queue
+component registry registry
+component registry-healthy registry_healthy
 CORRAL_PLUGIN_VERSION=1 component versioned versioned_v1
 CORRAL_PLUGIN_VERSION=2 component versioned versioned_v2
 touch "$out/.done"

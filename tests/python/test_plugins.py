@@ -278,3 +278,24 @@ def test_group_membership_through_the_recipe_is_seen_by_a_kazoo_children_watch(n
     assert seen[0] == ["a"] and ["a", "b"] in seen and seen[-1] == ["b"], seen
     for z in (watcher, b):
         z.stop()
+
+
+def test_a_service_registry_with_health_and_a_healthy_instances_query(node):
+    deploy(node, "registry", "registry")
+    deploy(node, "healthy", "registry_healthy")
+    instances = [connect(node) for _ in range(3)]
+    instances[0].create("/services")
+    for i, z in enumerate(instances):
+        r = json.loads(call(z, "registry", json.dumps({"op": "register", "service": "api", "instance": "i%d" % i,
+                                                        "address": "10.0.0.%d:80" % i, "meta": {"zone": "a"}}).encode())[1])
+        assert r == {"registered": "/services/api/i%d" % i}
+    call(instances[1], "registry", b'{"op": "health", "service": "api", "instance": "i1", "healthy": false}')
+    healthy = lambda z: [i["instance"] for i in json.loads(call(z, "healthy", b'{"service": "api"}', QueryCall)[1])["instances"]]
+    assert healthy(instances[0]) == ["i0", "i2"]
+    # An instance's registration ends with its session.
+    instances[2].stop()
+    assert healthy(instances[0]) == ["i0"]
+    record = json.loads(instances[0].get("/services/api/i0")[0])
+    assert record["address"] == "10.0.0.0:80" and record["meta"] == {"zone": "a"} and record["healthy"] is True
+    for z in instances[:2]:
+        z.stop()
