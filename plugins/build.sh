@@ -58,6 +58,7 @@ component group group
 component queue queue
 component registry registry
 component registry-healthy registry_healthy
+component config-history config_history
 CORRAL_PLUGIN_VERSION=1 component versioned versioned_v1
 CORRAL_PLUGIN_VERSION=2 component versioned versioned_v2
 touch "$out/.done"

@@ -39,7 +39,7 @@ VENV=$WORK/venv
 "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/python/requirements.txt
 
 stage "plugins: guest SDK and plugin tests (native), components (wasm32)"
-for crate in corral-sdk json-schema child-counter counter hostile versioned lookup lock election barrier group queue registry registry-healthy; do
+for crate in corral-sdk json-schema child-counter counter hostile versioned lookup lock election barrier group queue registry registry-healthy config-history; do
   # One crate at a time: each picks its own plugin world feature.
   cargo test --locked -q --manifest-path plugins/Cargo.toml -p "$crate"
 done

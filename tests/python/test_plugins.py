@@ -299,3 +299,23 @@ def test_a_service_registry_with_health_and_a_healthy_instances_query(node):
     assert record["address"] == "10.0.0.0:80" and record["meta"] == {"zone": "a"} and record["healthy"] is True
     for z in instances[:2]:
         z.stop()
+
+
+def test_validated_configuration_keeps_a_history_of_every_accepted_value(node):
+    deploy(node, "schemas", "json_schema", bind="/config")
+    deploy(node, "history", "config_history", bind="/config")
+    z = connect(node)
+    z.create("/config")
+    z.create("/config/.schema", b'{"type": "object", "required": ["replicas"], '
+                                b'"properties": {"replicas": {"type": "integer", "minimum": 1}}}')
+    z.create("/config/web", b'{"replicas": 2}')
+    z.set("/config/web", b'{"replicas": 3}')
+    # The history entry was written in the very entry that set the value.
+    assert z.exists("/config/.history/web-0000000001").czxid == z.exists("/config/web").mzxid
+    with pytest.raises(BadArgumentsError):
+        z.set("/config/web", b'{"replicas": 0}')
+    z.delete("/config/web")
+    history = sorted(z.get_children("/config/.history"))
+    assert history == ["web-0000000000", "web-0000000001", "web-deleted-0000000002"], history
+    assert [z.get("/config/.history/" + h)[0] for h in history] == [b'{"replicas": 2}', b'{"replicas": 3}', b""]
+    z.stop()
