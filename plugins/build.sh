@@ -13,7 +13,7 @@ set -eu
 cd "$(dirname "$0")"
 
 hash=$(find ../wit ../guest-sdk -type f -not -path '*/target/*' | sort; \
-       find . -type f \( -name '*.rs' -o -name 'Cargo.toml' -o -name 'Cargo.lock' -o -name build.sh \) -not -path './target/*' | sort)
+       find . -type f \( -name '*.rs' -o -name 'Cargo.toml' -o -name 'Cargo.lock' -o -name build.sh -o -name '*.js' -o -name 'package*.json' \) -not -path './target/*' -not -path '*/node_modules/*' | sort)
 hash=$(echo "$hash" | xargs sha256sum | sha256sum | cut -c1-16)
 out="target/components/$hash"
 if [ -f "$out/.done" ]; then
@@ -61,6 +61,18 @@ component registry-healthy registry_healthy
 component config-history config_history
 CORRAL_PLUGIN_VERSION=1 component versioned versioned_v1
 CORRAL_PLUGIN_VERSION=2 component versioned versioned_v2
+# JavaScript plugins: QuickJS through componentize-qjs (plugins/js, its
+# version pinned in package-lock.json), no WASI (stubbed to trap).
+if ! command -v npm >/dev/null; then
+    echo "plugins: npm is needed for the JavaScript plugins: apt-get install nodejs npm" >&2
+    exit 1
+fi
+(cd js && npm ci --silent --no-audit --no-fund)
+for js in js/*.js; do
+    n=$(basename "$js" .js)
+    world=$(sed -n 's|^// world: *||p' "$js")
+    js/node_modules/.bin/componentize-qjs -w ../wit -j "$js" -n "$world" --stub-wasi --sync -o "$out/js_$n.wasm" >/dev/null
+done
 touch "$out/.done"
 ln -sfn "$hash" target/components/current
 ls -l "$out"

@@ -319,3 +319,16 @@ def test_validated_configuration_keeps_a_history_of_every_accepted_value(node):
     assert history == ["web-0000000000", "web-0000000001", "web-deleted-0000000002"], history
     assert [z.get("/config/.history/" + h)[0] for h in history] == [b'{"replicas": 2}', b'{"replicas": 3}', b""]
     z.stop()
+
+
+def test_a_javascript_validator_vetoes_kazoo_writes(node):
+    deploy(node, "pct", "js_percent", bind="/pct")
+    z = connect(node)
+    z.create("/pct")
+    z.create("/pct/cpu", b"42")
+    with pytest.raises(BadArgumentsError):
+        z.set("/pct/cpu", b"420")
+    with pytest.raises(BadArgumentsError):
+        z.create("/pct/mem", b"lots")
+    assert z.get("/pct/cpu")[0] == b"42" and z.exists("/pct/mem") is None
+    z.stop()

@@ -177,8 +177,13 @@ fn the_same_plugin_workload_gives_identical_digests_and_fuel_on_every_member_and
     deployed(&c.nodes[1], "schemas", "json_schema", "bind=/cfg");
     deployed(&c.nodes[2], "kids", "child_counter", "bind=/svc");
     deployed(&c.nodes[0], "hostile", "hostile", "breaker=0");
+    // A JavaScript guest (QuickJS) runs alike on every member too.
+    deployed(&c.nodes[1], "pct", "js_percent", "bind=/pct");
+    // Every member compiles it before applying past its deploy (1.6 MB of
+    // QuickJS takes seconds in a debug build): wait for all of them.
+    c.converged();
     let mut raws: Vec<Raw> = c.nodes.iter().map(|n| Raw::connect(n.client, 5000)).collect();
-    for p in ["/counters", "/cfg", "/svc", "/hostile"] {
+    for p in ["/counters", "/cfg", "/svc", "/hostile", "/pct"] {
         assert_eq!(create(&mut raws[0], p, b""), 0);
     }
     assert_eq!(create(&mut raws[1], "/cfg/.schema", br#"{"type":"object","required":["n"]}"#), 0);
@@ -194,6 +199,9 @@ fn the_same_plugin_workload_gives_identical_digests_and_fuel_on_every_member_and
             let ok = format!(r#"{{"n":{k}}}"#);
             assert_eq!(create(raw, &format!("/cfg/good{k}"), ok.as_bytes()), 0);
             assert_eq!(create(raw, &format!("/cfg/bad{k}"), b"{}"), -8, "the validator must refuse it");
+            let pct = (k % 150).to_string();
+            let want = if k % 150 <= 100 { 0 } else { -8 };
+            assert_eq!(create(raw, &format!("/pct/v{k}"), pct.as_bytes()), want, "the JavaScript validator on {pct}");
             let (status, r) = zk_call(raw, 2, "hostile", if k % 5 == 0 { b"panic" } else { b"random" });
             if status == OK {
                 randoms.push(r);
@@ -231,6 +239,9 @@ fn the_same_plugin_workload_gives_identical_digests_and_fuel_on_every_member_and
         four.log()
     );
 
+    // Fresh sessions: the old ones idled past their timeout while the new
+    // member joined (raw clients send no pings).
+    let mut raws: Vec<Raw> = c.nodes.iter().map(|n| Raw::connect(n.client, 5000)).collect();
     workload(&mut raws, 1, 30, &mut randoms);
     let mut r4 = Raw::connect(four.client, 5000);
     assert_eq!(zk_call(&mut r4, 3, "counter", br#"{"path":"/counters/four"}"#), (OK, "1".to_string()));

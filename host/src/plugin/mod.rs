@@ -200,12 +200,13 @@ const KEEP_RESIDENT: usize = 16 << 20;
 fn pool() -> PoolingAllocationConfig {
     let mut p = PoolingAllocationConfig::new();
     // A component is a few core instances (the module and the canonical
-    // ABI shims); one linear memory is the guest's.
+    // ABI shims). A Rust guest has one linear memory; a JavaScript guest
+    // (QuickJS) has three.
     p.total_component_instances(POOL_INSTANCES)
         .total_core_instances(POOL_INSTANCES * 8)
-        .total_memories(POOL_INSTANCES * 2)
+        .total_memories(POOL_INSTANCES * 4)
         .total_tables(POOL_INSTANCES * 8)
-        .max_memories_per_component(2)
+        .max_memories_per_component(4)
         .max_tables_per_component(8)
         .max_memory_size(Limits::MAX.memory_bytes as usize)
         .table_elements(MAX_TABLE_ELEMENTS)
