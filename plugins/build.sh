@@ -13,7 +13,7 @@ set -eu
 cd "$(dirname "$0")"
 
 hash=$(find ../wit ../guest-sdk -type f -not -path '*/target/*' | sort; \
-       find . -type f \( -name '*.rs' -o -name 'Cargo.toml' -o -name 'Cargo.lock' -o -name build.sh -o -name '*.js' -o -name 'package*.json' \) -not -path './target/*' -not -path '*/node_modules/*' | sort)
+       find . -type f \( -name '*.rs' -o -name 'Cargo.toml' -o -name 'Cargo.lock' -o -name build.sh -o -name '*.js' -o -name '*.c' -o -name 'package*.json' \) -not -path './target/*' -not -path '*/node_modules/*' | sort)
 hash=$(echo "$hash" | xargs sha256sum | sha256sum | cut -c1-16)
 out="target/components/$hash"
 if [ -f "$out/.done" ]; then
@@ -72,6 +72,22 @@ for js in js/*.js; do
     n=$(basename "$js" .js)
     world=$(sed -n 's|^// world: *||p' "$js")
     js/node_modules/.bin/componentize-qjs -w ../wit -j "$js" -n "$world" --stub-wasi --sync -o "$out/js_$n.wasm" >/dev/null
+done
+# C plugins: clang with wasi-libc (no stdio: nothing but the world is
+# imported), bindings from `wit-bindgen c` (the same wit-bindgen as the
+# Rust guests, installed once into target/tools).
+tools=target/tools
+[ -x "$tools/bin/wit-bindgen" ] || cargo install --locked --quiet wit-bindgen-cli --version 0.46.0 --root "$tools"
+for c in c/*.c; do
+    n=$(basename "$c" .c)
+    world=$(sed -n 's|^// world: *||p' "$c")
+    gen="target/c-gen/$world"
+    mkdir -p "$gen"
+    "$tools/bin/wit-bindgen" c ../wit --world "$world" --out-dir "$gen" >/dev/null
+    u=$(echo "$world" | tr - _)
+    clang-19 --target=wasm32-wasi -mexec-model=reactor -Os -I"$gen" -Wl,--gc-sections -Wl,--strip-all \
+        -o "target/c-gen/$n.core.wasm" "$c" "$gen/$u.c" "$gen/${u}_component_type.o"
+    target/release/componentize "target/c-gen/$n.core.wasm" "$out/c_$n.wasm"
 done
 touch "$out/.done"
 ln -sfn "$hash" target/components/current

@@ -23,6 +23,8 @@ APT_PACKAGES=(zookeeper zookeeper-bin python3 python3-venv)
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
   APT_PACKAGES+=(rustc-web cargo-web rust-web-src lld-22)
 fi
+# C plugins build with clang and wasi-libc.
+APT_PACKAGES+=(clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32)
 # JavaScript plugins build with componentize-qjs from npm.
 command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 missing=()

@@ -332,3 +332,15 @@ def test_a_javascript_validator_vetoes_kazoo_writes(node):
         z.create("/pct/mem", b"lots")
     assert z.get("/pct/cpu")[0] == b"42" and z.exists("/pct/mem") is None
     z.stop()
+
+
+def test_a_c_validator_vetoes_kazoo_writes(node):
+    deploy(node, "names", "c_names", bind="/hosts")
+    z = connect(node)
+    z.create("/hosts")
+    z.create("/hosts/web-1")
+    for bad in ("Web-1", "-web", "a" * 64, "web_1"):
+        with pytest.raises(BadArgumentsError):
+            z.create("/hosts/" + bad)
+    assert z.get_children("/hosts") == ["web-1"]
+    z.stop()

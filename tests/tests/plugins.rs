@@ -179,11 +179,13 @@ fn the_same_plugin_workload_gives_identical_digests_and_fuel_on_every_member_and
     deployed(&c.nodes[0], "hostile", "hostile", "breaker=0");
     // A JavaScript guest (QuickJS) runs alike on every member too.
     deployed(&c.nodes[1], "pct", "js_percent", "bind=/pct");
+    // And a C guest (clang, wasi-libc).
+    deployed(&c.nodes[2], "names", "c_names", "bind=/hosts");
     // Every member compiles it before applying past its deploy (1.6 MB of
     // QuickJS takes seconds in a debug build): wait for all of them.
     c.converged();
     let mut raws: Vec<Raw> = c.nodes.iter().map(|n| Raw::connect(n.client, 5000)).collect();
-    for p in ["/counters", "/cfg", "/svc", "/hostile", "/pct"] {
+    for p in ["/counters", "/cfg", "/svc", "/hostile", "/pct", "/hosts"] {
         assert_eq!(create(&mut raws[0], p, b""), 0);
     }
     assert_eq!(create(&mut raws[1], "/cfg/.schema", br#"{"type":"object","required":["n"]}"#), 0);
@@ -202,6 +204,9 @@ fn the_same_plugin_workload_gives_identical_digests_and_fuel_on_every_member_and
             let pct = (k % 150).to_string();
             let want = if k % 150 <= 100 { 0 } else { -8 };
             assert_eq!(create(raw, &format!("/pct/v{k}"), pct.as_bytes()), want, "the JavaScript validator on {pct}");
+            let host = if k % 7 == 0 { format!("Host_{k}") } else { format!("host-{k}") };
+            let want = if k % 7 == 0 { -8 } else { 0 };
+            assert_eq!(create(raw, &format!("/hosts/{host}"), b""), want, "the C validator on {host}");
             let (status, r) = zk_call(raw, 2, "hostile", if k % 5 == 0 { b"panic" } else { b"random" });
             if status == OK {
                 randoms.push(r);
