@@ -113,6 +113,26 @@ fn benches(c: &mut Criterion) {
             assert!(out.result.is_ok());
         })
     });
+    // The same kind of call in each guest language: a validator looking
+    // at one created node, with no host calls.
+    let created = |path: &str, data: &[u8]| {
+        Request::Validate(vec![PluginChange {
+            path: path.into(),
+            kind: corral::plugin::ChangeKind::Created,
+            data: Some(data.to_vec()),
+        }])
+    };
+    for (name, file, request) in [
+        ("C: DNS-label name validator", "c_names", created("/hosts/web-1", b"")),
+        ("JavaScript (QuickJS): percentage validator", "js_percent", created("/pct/cpu", b"42")),
+    ] {
+        let code = component(file);
+        let compiled = rt.ensure(Sha256::digest(&code).into(), Kind::Validator, || code.clone()).unwrap();
+        let out = rt.call(&compiled, &ctx, &request, &limits, [0; 32], &mut tree).unwrap();
+        assert!(out.result.is_ok(), "{name}: {:?}", out.result);
+        eprintln!("{name}: {} fuel", out.fuel);
+        g.bench_function(name, |b| b.iter(|| rt.call(&compiled, &ctx, &request, &limits, [0; 32], &mut tree).unwrap()));
+    }
     g.finish();
 
     let mut g = c.benchmark_group("plugin compile");
