@@ -186,12 +186,18 @@ pub enum PluginCommand {
     Remove {
         name: String,
     },
-    /// Call a recipe or a query; prints its result.
+    /// Call a recipe or a query; prints its result. With `--api`, through
+    /// the admin API; otherwise over the ZooKeeper port (`--server`), as a
+    /// session of this command.
     Call {
         name: String,
         /// The arguments (bytes, often JSON).
         #[arg(default_value = "")]
         args: String,
+        /// Over the ZooKeeper port: call a query plugin (opcode 4097)
+        /// rather than a recipe (4096).
+        #[arg(long)]
+        query: bool,
     },
 }
 
@@ -782,6 +788,11 @@ fn print_cluster(t: &Target, c: &ClusterView) {
 
 /// Runs a plugin command (admin API).
 pub fn plugin(t: Target, cmd: PluginCommand) -> Result<(), CliError> {
+    if let PluginCommand::Call { name, args, query } = &cmd
+        && t.api.is_none()
+    {
+        return call_over_zookeeper(&t, name, args, *query);
+    }
     let a = api_only(&t)?;
     let show = |p: &PluginView| {
         if t.json {
@@ -858,7 +869,7 @@ pub fn plugin(t: Target, cmd: PluginCommand) -> Result<(), CliError> {
             a.call::<serde_json::Value>("DELETE", &format!("/api/v1/plugins/{}", url_escape(&name)), None)?;
             if t.json { print_json(&serde_json::json!({ "removed": name })) } else { println!("removed {name}") }
         }
-        PluginCommand::Call { name, args } => {
+        PluginCommand::Call { name, args, .. } => {
             let out = a.raw(
                 &format!("/api/v1/plugins/{}/call", url_escape(&name)),
                 "application/octet-stream",
@@ -868,4 +879,27 @@ pub fn plugin(t: Target, cmd: PluginCommand) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// `corral plugin call` over the ZooKeeper port, with the client's
+/// [`Client::call_plugin`].
+fn call_over_zookeeper(t: &Target, name: &str, args: &str, query: bool) -> Result<(), CliError> {
+    use crate::client::PluginReply;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| fail(1, e.to_string()))?;
+    rt.block_on(async {
+        let (client, _) = Client::connect(t.server, 30_000).await?;
+        let reply = client.call_plugin(name, args.as_bytes(), query).await;
+        let _ = client.close().await;
+        match reply {
+            Ok(PluginReply::Ok(out)) => {
+                println!("{}", String::from_utf8_lossy(&out));
+                Ok(())
+            }
+            Ok(PluginReply::Error(m)) => Err(fail(1, format!("plugin_error: {m}"))),
+            Ok(PluginReply::Trap(m)) => Err(fail(1, format!("plugin_trap: {m}"))),
+            Ok(PluginReply::Rejected(m)) => Err(fail(1, format!("rejected: {m}"))),
+            Err(ClientError::Server(-101)) => Err(fail(3, format!("no plugin named {name}"))),
+            Err(e) => Err(e.into()),
+        }
+    })
 }

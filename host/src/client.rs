@@ -40,6 +40,20 @@ pub enum ClientError {
     Timeout(Duration),
 }
 
+/// What a plugin call answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginReply {
+    /// The result bytes.
+    Ok(Vec<u8>),
+    /// The plugin's own error; its writes were discarded.
+    Error(String),
+    /// The plugin trapped (fuel, a limit, a panic) or is disabled.
+    Trap(String),
+    /// A validator or trigger refused the call's writes, or the plugin
+    /// cannot be called this way.
+    Rejected(String),
+}
+
 /// A reply: the header's zxid and error, and the raw body.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -176,6 +190,26 @@ impl Client {
             return Err(ClientError::Server(reply.err));
         }
         Ok(Response::decode(req.opcode(), &reply.body)?)
+    }
+
+    /// Calls a Corral plugin through the extension opcodes, as this
+    /// session: a recipe through the log (`op::CALL`), or with `query` a
+    /// query plugin on the server's state (`op::QUERY`). An unknown plugin
+    /// is [`ClientError::Server`] with NoNode (-101).
+    pub async fn call_plugin(&self, plugin: &str, args: &[u8], query: bool) -> Result<PluginReply, ClientError> {
+        use crate::proto::response::call_status;
+        let opcode = if query { crate::proto::op::QUERY } else { crate::proto::op::CALL };
+        let req = Request::Call { opcode, plugin: plugin.to_owned(), args: args.to_vec() };
+        let Response::Called { status, payload } = self.request(&req).await? else {
+            unreachable!("plugin calls decode as Called")
+        };
+        let text = || String::from_utf8_lossy(&payload).into_owned();
+        Ok(match status {
+            call_status::OK => PluginReply::Ok(payload),
+            call_status::DOMAIN_ERROR => PluginReply::Error(text()),
+            call_status::TRAP => PluginReply::Trap(text()),
+            _ => PluginReply::Rejected(text()),
+        })
     }
 
     /// Closes the session (closeSession) and waits for the server's reply.

@@ -399,6 +399,17 @@ fn the_cli_deploys_lists_inspects_calls_rolls_back_and_removes_plugins() {
     let mut raw = Raw::connect(n.client, 5000);
     assert_eq!(create(&mut raw, "/versioned", b""), 0);
     assert_eq!(cli(n, &["plugin", "call", "v"]).1, "2\n");
+    // Over the ZooKeeper port, with the client's call_plugin (opcode 4096).
+    let zk = std::process::Command::new(corral_tests::binary())
+        .args(["--server", &n.client.to_string(), "plugin", "call", "v"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&zk.stdout), "2\n", "{}", String::from_utf8_lossy(&zk.stderr));
+    let missing = std::process::Command::new(corral_tests::binary())
+        .args(["--server", &n.client.to_string(), "plugin", "call", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(3), "{}", String::from_utf8_lossy(&missing.stderr));
 
     let (ok, out, _) = cli(n, &["--json", "plugin", "info", "v"]);
     let info: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -408,7 +419,7 @@ fn the_cli_deploys_lists_inspects_calls_rolls_back_and_removes_plugins() {
     // The second deploy gave no limits: defaults again.
     assert_eq!((info["fuel_limit"].as_u64(), info["breaker"].as_u64()), (Some(10_000_000), Some(10)));
     let (ok, out, _) = cli(n, &["plugin", "list"]);
-    assert!(ok && out.starts_with("v\trecipe\t") && out.contains("calls 1"), "{out}");
+    assert!(ok && out.starts_with("v\trecipe\t") && out.contains("calls 2"), "{out}");
 
     let (ok, out, err) = cli(n, &["plugin", "rollback", "v"]);
     assert!(ok && out.contains("is back at"), "{out}{err}");
