@@ -214,3 +214,61 @@ fn the_queue_gives_each_item_to_exactly_one_consumer_in_fifo_order() {
     }
     c.converged();
 }
+
+#[test]
+fn a_double_barrier_and_a_group_count_concurrent_participants_on_every_member_exactly() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, &[], false);
+    deploy(&c.nodes[0].api(), "barrier");
+    deploy(&c.nodes[1].api(), "group");
+    let clients = c.clients();
+    let mut raws: Vec<Raw> = (0..6).map(|k| Raw::connect(clients[k % 3], 5000)).collect();
+    let f = raws[0].call(1, 1, Jute::default().str("/groups").buf(Some(b"")).open_acl().int(0));
+    assert_eq!(f.err, 0);
+    let answers: Vec<(Value, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = raws
+            .iter_mut()
+            .enumerate()
+            .map(|(k, raw)| {
+                s.spawn(move || {
+                    let b = recipe(
+                        raw,
+                        "barrier",
+                        json!({"op": "enter", "barrier": "/stage", "size": 6, "id": format!("w{k}")}),
+                    )
+                    .0;
+                    let g =
+                        recipe(raw, "group", json!({"op": "join", "group": "/groups/g", "member": format!("m{k}")})).0;
+                    (b, g)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // Each entry saw a distinct count, and exactly the sixth saw the
+    // barrier ready; likewise for the group's size.
+    let mut entered: Vec<u64> = answers.iter().map(|(b, _)| b["entered"].as_u64().unwrap()).collect();
+    entered.sort();
+    assert_eq!(entered, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(answers.iter().filter(|(b, _)| b["ready"] == true).count(), 1);
+    let mut sizes: Vec<u64> = answers.iter().map(|(_, g)| g["members"].as_u64().unwrap()).collect();
+    sizes.sort();
+    assert_eq!(sizes, [1, 2, 3, 4, 5, 6]);
+    let (members, _) = recipe(&mut raws[2], "group", json!({"op": "members", "group": "/groups/g"}));
+    assert_eq!(members["members"].as_object().unwrap().len(), 6);
+    // Everyone leaves; the last one out removes `ready`.
+    let mut remaining: Vec<u64> = raws
+        .iter_mut()
+        .enumerate()
+        .map(|(k, raw)| {
+            recipe(raw, "barrier", json!({"op": "leave", "barrier": "/stage", "id": format!("w{k}")})).0["remaining"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    remaining.sort();
+    assert_eq!(remaining, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(raws[4].call(3, 3, Jute::default().str("/stage/ready").bool(false)).err, -101);
+    c.converged();
+}
