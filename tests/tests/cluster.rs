@@ -394,6 +394,9 @@ async fn zookeeper_client_sessions_span_members() {
     // One client per member.
     let z: Vec<zk::Client> = futures_join(c.clients().iter().map(|a| connect(a.to_string()))).await;
     z[0].create("/shared", b"0", &opts).await.unwrap();
+    // Another session on another member sees it once that member has
+    // caught up: ZooKeeper's guarantee is sync, then read.
+    z[2].sync("/shared").await.unwrap();
     let (_, _, watch) = z[2].get_and_watch_data("/shared").await.unwrap();
     z[1].set_data("/shared", b"1", None).await.unwrap();
     let event = tokio::time::timeout(Duration::from_secs(5), watch.changed()).await.expect("event");
