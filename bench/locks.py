@@ -10,13 +10,11 @@ Writes docs/perf/locks.json; logs the disk's fsync rate beside it.
 """
 
 import json
-import statistics
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections import namedtuple
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -26,25 +24,9 @@ from servers import ROOT, TOKEN, Corral, free_port  # noqa: E402
 sys.path.insert(0, str(ROOT / "tests" / "tools"))
 from apache_zookeeper import ApacheZooKeeper  # noqa: E402
 from kazoo.client import KazooClient  # noqa: E402
-from kazoo.protocol.serialization import int_struct, read_buffer, write_buffer, write_string  # noqa: E402
+from corral_call import call  # noqa: E402
 
 SECONDS = 6
-
-
-class Call(namedtuple("Call", "plugin args")):
-    type = 4096
-
-    def serialize(self):
-        b = bytearray()
-        b.extend(write_string(self.plugin))
-        b.extend(write_buffer(self.args))
-        return b
-
-    @classmethod
-    def deserialize(cls, data, offset):
-        status = int_struct.unpack_from(data, offset)[0]
-        payload, _ = read_buffer(data, offset + int_struct.size)
-        return status, payload
 
 
 class Counting(KazooClient):
@@ -59,22 +41,20 @@ class Counting(KazooClient):
         return super()._call(request, async_object)
 
 
-def call(z, args):
-    r = z.handler.async_result()
-    z._call(Call("lock", json.dumps(args).encode()), r)
-    status, payload = r.get(timeout=30)
+def lock(z, args):
+    status, payload = call(z, "lock", json.dumps(args).encode(), timeout=30)
     assert status == 0, payload
     return json.loads(payload)
 
 
 def recipe_cycle(z, name):
-    v = call(z, {"op": "acquire", "lock": name})
+    v = lock(z, {"op": "acquire", "lock": name})
     while not v["acquired"]:
         gone = threading.Event()
         if z.exists(v["waiting_for"], watch=lambda e: gone.set()) is not None:
             gone.wait(30)
-        v = call(z, {"op": "acquire", "lock": name})
-    call(z, {"op": "release", "node": v["node"]})
+        v = lock(z, {"op": "acquire", "lock": name})
+    lock(z, {"op": "release", "node": v["node"]})
 
 
 def kazoo_cycle(z, name):

@@ -9,15 +9,14 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections import namedtuple
 from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadArgumentsError, NoNodeError
-from kazoo.protocol.serialization import int_struct, read_buffer, write_buffer, write_string
 
 from conftest import FAST, Corral
+from corral_call import QueryCall, call
 
 TOKEN = "corral_plugin_test_token_0123456789"
 COMPONENTS = Path(__file__).resolve().parents[2] / "plugins" / "target" / "components" / "current"
@@ -42,34 +41,6 @@ def deploy(node, name, component, **params):
         headers={"authorization": "Bearer " + TOKEN, "content-type": "application/wasm"})
     with urllib.request.urlopen(req, timeout=60) as r:
         return json.load(r)
-
-
-class Call(namedtuple("Call", "plugin args")):
-    """Corral's recipe call: `ustring plugin, buffer args` in, `int status,
-    buffer payload` out."""
-    type = 4096
-
-    def serialize(self):
-        b = bytearray()
-        b.extend(write_string(self.plugin))
-        b.extend(write_buffer(self.args))
-        return b
-
-    @classmethod
-    def deserialize(cls, data, offset):
-        status = int_struct.unpack_from(data, offset)[0]
-        payload, _ = read_buffer(data, offset + int_struct.size)
-        return status, payload
-
-
-class QueryCall(Call):
-    type = 4097
-
-
-def call(z, plugin, args, request=Call):
-    result = z.handler.async_result()
-    z._call(request(plugin, args), result)
-    return result.get(timeout=10)
 
 
 def connect(node):

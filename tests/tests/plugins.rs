@@ -281,7 +281,9 @@ fn a_member_whose_engine_fingerprint_differs_stops_applying_and_the_others_go_on
     // It must not lead: a leader that stops leaves the deploy's outcome
     // unknown to its client (the others commit it all the same).
     while c.leader() == 2 {
-        c.nodes[2].stop();
+        // (kill -9: a SIGTERM this soon after start-up, before the signal
+        // handler is installed, ends the process with the signal.)
+        c.nodes[2].kill9();
         c.leader();
         c.nodes[2].restart();
     }

@@ -105,11 +105,19 @@ async fn records(api: &Api) -> Result<Vec<PluginRecord>, ApiError> {
     .await
 }
 
+/// One plugin's record as this member has applied it, if any.
+async fn find(api: &Api, name: &str) -> Result<Option<PluginRecord>, ApiError> {
+    let name = name.to_owned();
+    api.read(move |v| match v.txn_table(crate::tree::PLUGINS) {
+        Some(t) => plugins::get(&t?, &name),
+        None => Ok(None),
+    })
+    .await
+}
+
 async fn record(api: &Api, name: &str) -> Result<PluginRecord, ApiError> {
-    records(api)
+    find(api, name)
         .await?
-        .into_iter()
-        .find(|r| r.name == name)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no_plugin", format!("no plugin named {name}")))
 }
 
@@ -330,7 +338,7 @@ pub async fn call(
     };
     // Only queries are answered here; for anything else the log's apply
     // decides (this member may not have applied the deploy yet).
-    let local = records(&api).await?.into_iter().find(|r| r.name == name).map(|r| r.kind);
+    let local = find(&api, &name).await?.map(|r| r.kind);
     let zxid;
     let result = if local == Some(Kind::Query) {
         who.require(Scope::Read)?;
