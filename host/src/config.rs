@@ -135,6 +135,12 @@ pub struct Config {
     pub event_history_entries: u64,
     /// Largest admin API request body.
     pub http_max_body_bytes: u32,
+    /// Most nodes one admin API export (`/api/v1/export`) returns; larger
+    /// subtrees are refused with a clear error, never cut short.
+    pub http_export_max_nodes: u32,
+    /// Most nodes one search (`/api/v1/search`) visits before it stops and
+    /// says its answer is incomplete.
+    pub http_search_max_visited: u32,
     /// Serve `/metrics` without a token (for a Prometheus scraper on a
     /// trusted network). Off by default: every route but health needs one.
     pub http_metrics_public: bool,
@@ -188,6 +194,8 @@ impl Default for Config {
             plugin_watchdog_ms: 30_000,
             event_history_entries: 100_000,
             http_max_body_bytes: 4 << 20,
+            http_export_max_nodes: 100_000,
+            http_search_max_visited: 200_000,
             http_metrics_public: false,
         }
     }

@@ -156,6 +156,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let client = node.serve(http_local).await?;
     println!("corral: serving ZooKeeper clients on {client}, HTTP on http://{http_local}");
+    let mut console = http_local;
+    if console.ip().is_unspecified() {
+        console.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    println!("corral: web console on http://{console}/ (log in with a token)");
     tokio::select! {
         _ = wait_for_signal() => {}
         why = node.failed() => {

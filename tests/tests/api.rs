@@ -73,11 +73,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/children"),
     ("get", "/api/v1/acl"),
     ("put", "/api/v1/acl"),
+    ("get", "/api/v1/search"),
+    ("get", "/api/v1/export"),
+    ("post", "/api/v1/import"),
     ("get", "/api/v1/sessions"),
     ("post", "/api/v1/sessions"),
     ("put", "/api/v1/sessions/{id}"),
     ("delete", "/api/v1/sessions/{id}"),
     ("get", "/api/v1/events"),
+    ("get", "/api/v1/connections"),
+    ("get", "/api/v1/whoami"),
     ("get", "/api/v1/tokens"),
     ("post", "/api/v1/tokens"),
     ("delete", "/api/v1/tokens/{id}"),
@@ -90,6 +95,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/v1/plugins/{name}"),
     ("delete", "/api/v1/plugins/{name}"),
     ("post", "/api/v1/plugins/{name}/rollback"),
+    ("put", "/api/v1/plugins/{name}/enabled"),
     ("post", "/api/v1/plugins/{name}/call"),
     ("get", "/health/live"),
     ("get", "/health/ready"),
@@ -314,6 +320,90 @@ fn scopes_revocation_and_what_identity_is_not() {
         .unwrap();
     assert!(resp.headers().get("access-control-allow-origin").is_none());
     let _ = resp.body_mut().read_to_string();
+}
+
+#[test]
+fn search_export_import_and_who_am_i() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Corral::start_with(dir.path(), &[("http_export_max_nodes", "50"), ("extended_types", "true")]);
+    let h = Http::new(&c);
+    let admin = c.token();
+    let (_, reader) = new_token(&h, admin, "viewer", &["read"]);
+    let me = h.ok("GET", "/api/v1/whoami", &reader, None);
+    assert_eq!((me["token"]["name"].as_str(), me["allows"].clone()), (Some("viewer"), json!(["read"])));
+    let me = h.ok("GET", "/api/v1/whoami", admin, None);
+    assert_eq!(me["allows"], json!(["read", "write", "plugin", "admin"]));
+
+    // A subtree with text, binary and null data, a container, a TTL node
+    // and an ACL, and an ephemeral that an export leaves out.
+    let create = |path: &str, extra: Value| {
+        let mut body = json!({ "path": path });
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        h.ok("POST", "/api/v1/node", admin, Some(body));
+    };
+    create("/svc", json!({ "data": "root" }));
+    create("/svc/pay", json!({ "data": "{\"port\": 1}" }));
+    create("/svc/pay/i-1", json!({ "data_base64": "AAEC/w==" }));
+    create("/svc/pay/i-2", json!({}));
+    create("/svc/payroll", json!({ "mode": "container" }));
+    create(
+        "/svc/search",
+        json!({ "mode": "ttl", "ttl_ms": 60000, "acl": [{ "perms": "cdrwa", "scheme": "world", "id": "anyone" }] }),
+    );
+    let session = h.ok("POST", "/api/v1/sessions", admin, Some(json!({ "timeout_ms": 10000 })))["id"].clone();
+    create("/svc/pay/lease", json!({ "mode": "ephemeral", "session": session }));
+
+    // Search by path prefix: only matching branches, in pre-order.
+    let found = h.ok("GET", "/api/v1/search?prefix=/svc/pay", &reader, None);
+    let paths: Vec<&str> = found["matches"].as_array().unwrap().iter().map(|m| m["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["/svc/pay", "/svc/pay/i-1", "/svc/pay/i-2", "/svc/pay/lease", "/svc/payroll"]);
+    assert_eq!(found["truncated"], false);
+    let found = h.ok("GET", "/api/v1/search?prefix=/svc/pay/&limit=2", &reader, None);
+    let paths: Vec<&str> = found["matches"].as_array().unwrap().iter().map(|m| m["path"].as_str().unwrap()).collect();
+    assert_eq!((paths, found["truncated"].as_bool()), (vec!["/svc/pay/i-1", "/svc/pay/i-2"], Some(true)));
+    let (status, v) = h.send("GET", "/api/v1/search?path=/nope", Some(&reader), None);
+    assert_eq!((status, v["code"].as_str()), (404, Some("no_node")));
+
+    // Export: complete, parents first, ephemerals left out and named.
+    let export = h.ok("GET", "/api/v1/export?path=/svc", &reader, None);
+    let nodes = export["nodes"].as_array().unwrap();
+    let rel: Vec<&str> = nodes.iter().map(|n| n["path"].as_str().unwrap()).collect();
+    assert_eq!(rel, ["", "/pay", "/pay/i-1", "/pay/i-2", "/payroll", "/search"]);
+    assert_eq!(export["skipped_ephemerals"], json!(["/svc/pay/lease"]));
+    assert_eq!((nodes[2]["data_base64"].as_str(), nodes[3].get("data")), (Some("AAEC/w=="), None));
+    assert_eq!((nodes[4]["mode"].as_str(), nodes[5]["mode"].as_str()), (Some("container"), Some("ttl")));
+    assert_eq!(nodes[5]["ttl_ms"], 60000);
+    // world:anyone grants the reader ADMIN on these nodes, so their ACLs
+    // are exported.
+    assert_eq!(nodes[5]["acl"][0]["perms"], "cdrwa");
+
+    // Import under another root, then the same again: the second stops at
+    // the first node that exists and creates nothing of its batch.
+    let imported = h.ok("POST", "/api/v1/import", admin, Some(json!({ "path": "/copy", "nodes": export["nodes"] })));
+    assert_eq!(imported["created"], 6);
+    let i1 = h.ok("GET", "/api/v1/node?path=/copy/pay/i-1", admin, None);
+    assert_eq!(i1["data_base64"], "AAEC/w==");
+    assert_eq!(h.ok("GET", "/api/v1/node?path=/copy/pay/i-2", admin, None)["data_base64"], Value::Null);
+    assert_eq!(h.ok("GET", "/api/v1/node?path=/copy", admin, None)["data_utf8"], "root");
+    let (status, v) =
+        h.send("POST", "/api/v1/import", Some(admin), Some(json!({ "path": "/copy", "nodes": export["nodes"] })));
+    assert_eq!((status, v["code"].as_str()), (409, Some("import_stopped")), "{v}");
+    assert_eq!((v["details"]["failed_path"].as_str(), v["details"]["created"].as_u64()), (Some("/copy/pay"), Some(0)));
+    let (status, _) = h.send("POST", "/api/v1/import", Some(&reader), Some(json!({ "path": "/x", "nodes": [] })));
+    assert_eq!(status, 403);
+
+    // An export larger than http_export_max_nodes is refused whole.
+    let many: Vec<Value> = (0..60).map(|i| json!({ "path": format!("/n{i:02}") })).collect();
+    h.ok("POST", "/api/v1/import", admin, Some(json!({ "path": "/many", "nodes": many })));
+    assert_eq!(h.ok("GET", "/api/v1/children?path=/many", admin, None)["total"], 60);
+    let (status, v) = h.send("GET", "/api/v1/export?path=/many", Some(admin), None);
+    assert_eq!((status, v["code"].as_str()), (413, Some("too_many_nodes")), "{v}");
+
+    // Connections: a raw ZooKeeper client shows up with its session.
+    let raw = Raw::connect(c.client, 10_000);
+    let conns = h.ok("GET", "/api/v1/connections", &reader, None);
+    let session = format!("0x{:x}", raw.session);
+    assert!(conns.as_array().unwrap().iter().any(|x| x["session"] == session.as_str()), "{conns}");
 }
 
 #[test]

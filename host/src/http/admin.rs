@@ -41,6 +41,28 @@ impl From<&Token> for TokenView {
     }
 }
 
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Whoami {
+    pub token: TokenView,
+    /// Every scope the token's scopes grant (`admin` grants all of them).
+    pub allows: Vec<String>,
+    /// This node's id.
+    pub node_id: u64,
+}
+
+/// The calling token and what it allows. Any valid token may ask; the
+/// console logs in with it and offers only what the token allows.
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "admin", security(("token" = [])),
+    responses((status = 200, body = Whoami), (status = 401, body = ErrorBody)))]
+pub async fn whoami(State(api): State<Api>, who: Principal) -> Json<Whoami> {
+    let allows = [Scope::Read, Scope::Write, Scope::Plugin, Scope::Admin]
+        .into_iter()
+        .filter(|s| who.token.allows(*s))
+        .map(scope_name)
+        .collect();
+    Json(Whoami { token: TokenView::from(&who.token), allows, node_id: api.shared.node })
+}
+
 /// Lists tokens (never their secrets). Needs `admin`.
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "admin", security(("token" = [])),
     responses((status = 200, body = Vec<TokenView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]

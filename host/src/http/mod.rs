@@ -11,15 +11,20 @@
 //!
 //! - [`tree`]: znodes: get, children (paged), create, set, delete
 //!   (recursive too), ACLs;
-//! - [`sessions`]: list sessions; admin API sessions (open, renew, close);
-//!   the server-sent event stream of changes;
-//! - [`admin`]: tokens and cluster state.
+//! - [`subtree`]: search by path prefix, export and import as JSON;
+//! - [`sessions`]: list sessions and connections; admin API sessions
+//!   (open, renew, close); the server-sent event stream of changes;
+//! - [`admin`]: who am I, tokens and cluster state;
+//! - [`plugins`]: deploy, inspect, roll back, enable, remove, call;
+//! - [`console`]: the web console's files, served at `/`.
 
 pub mod admin;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod plugins;
 pub mod sessions;
+pub mod subtree;
 pub mod tree;
 
 use std::sync::Arc;
@@ -158,9 +163,14 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
         .routes(routes!(tree::get_node, tree::create_node, tree::set_node, tree::delete_node))
         .routes(routes!(tree::children))
         .routes(routes!(tree::get_acl, tree::set_acl))
+        .routes(routes!(subtree::search))
+        .routes(routes!(subtree::export))
+        .routes(routes!(subtree::import))
         .routes(routes!(sessions::list, sessions::open))
         .routes(routes!(sessions::renew, sessions::close))
         .routes(routes!(sessions::events))
+        .routes(routes!(sessions::connections))
+        .routes(routes!(admin::whoami))
         .routes(routes!(admin::list_tokens, admin::create_token))
         .routes(routes!(admin::revoke_token))
         .routes(routes!(admin::cluster))
@@ -170,6 +180,7 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
         .routes(routes!(plugins::list))
         .routes(routes!(plugins::info, plugins::deploy, plugins::remove))
         .routes(routes!(plugins::rollback))
+        .routes(routes!(plugins::enable))
         .routes(routes!(plugins::call))
         .routes(routes!(live))
         .routes(routes!(ready))
@@ -183,6 +194,8 @@ pub fn router(shared: Arc<Shared>, prometheus: PrometheusHandle) -> Router {
     let (api, doc) = routes();
     // SwaggerUi serves the document at /api/v1/openapi.json too.
     api.merge(SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", doc))
+        .route("/", axum::routing::get(console::index))
+        .route("/console/{file}", axum::routing::get(console::asset))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(Api { shared, prometheus })
 }

@@ -295,6 +295,31 @@ pub async fn rollback(
     Ok(Json(Activated { plugin, zxid, took_ms: started.elapsed().as_millis() as u64 }))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct Enable {
+    /// `false` disables the plugin as its breaker would: recipes and
+    /// queries fail, validators veto every write under their paths,
+    /// triggers refuse. `true` enables it and clears its trap count.
+    pub enabled: bool,
+}
+
+/// Disables or enables a plugin, at one log index on every member. Needs
+/// `plugin`.
+#[utoipa::path(put, path = "/api/v1/plugins/{name}/enabled", tag = "plugins", params(("name" = String, Path)),
+    request_body = Enable, security(("token" = [])),
+    responses((status = 200, body = PluginView), (status = 404, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn enable(
+    State(api): State<Api>,
+    who: Principal,
+    Path(name): Path<String>,
+    Json(b): Json<Enable>,
+) -> Result<Json<PluginView>, ApiError> {
+    who.require(Scope::Plugin)?;
+    let op = Op::PluginEnable { name: name.clone(), enabled: b.enabled, identity: who.identity() };
+    plugin_reply(api.propose(op).await?.1, &name)?;
+    Ok(Json(PluginView::from(&record(&api, &name).await?)))
+}
+
 /// Removes a plugin and its bindings. Needs `plugin`.
 #[utoipa::path(delete, path = "/api/v1/plugins/{name}", tag = "plugins", params(("name" = String, Path)),
     security(("token" = [])), responses((status = 204), (status = 404, body = ErrorBody)))]

@@ -85,6 +85,39 @@ pub async fn list(State(api): State<Api>, who: Principal) -> Result<Json<Vec<Ses
     ))
 }
 
+/// One ZooKeeper client connection to this member.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConnectionView {
+    /// The client's address.
+    pub peer: String,
+    /// `0x…` of its session, or null before the handshake completes.
+    pub session: Option<String>,
+    /// Requests received and responses sent on it.
+    pub received: u64,
+    pub sent: u64,
+}
+
+/// This member's ZooKeeper client connections (what `cons` shows). Needs
+/// `read`.
+#[utoipa::path(get, path = "/api/v1/connections", tag = "sessions", security(("token" = [])),
+    responses((status = 200, body = Vec<ConnectionView>), (status = 401, body = ErrorBody)))]
+pub async fn connections(State(api): State<Api>, who: Principal) -> Result<Json<Vec<ConnectionView>>, ApiError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    who.require(Scope::Read)?;
+    let mut out = Vec::new();
+    api.shared.dispatch.for_each_conn(|_, c| {
+        let session = c.stats.session.load(Relaxed);
+        out.push(ConnectionView {
+            peer: c.peer.to_string(),
+            session: (session != 0).then(|| hex(session)),
+            received: c.stats.received.load(Relaxed),
+            sent: c.stats.sent.load(Relaxed),
+        });
+    });
+    out.sort_by(|a, b| a.peer.cmp(&b.peer));
+    Ok(Json(out))
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct OpenBody {
     /// Negotiated into the cluster's bounds, as for ZooKeeper clients.

@@ -93,7 +93,7 @@ impl From<&Acl> for AclView {
     }
 }
 
-fn parse_acl(list: &[AclView]) -> Result<Vec<Acl>, ApiError> {
+pub(super) fn parse_acl(list: &[AclView]) -> Result<Vec<Acl>, ApiError> {
     list.iter()
         .map(|a| {
             let mut bits = 0;
@@ -109,7 +109,7 @@ fn parse_acl(list: &[AclView]) -> Result<Vec<Acl>, ApiError> {
         .collect()
 }
 
-fn valid(p: &str) -> Result<(), ApiError> {
+pub(super) fn valid(p: &str) -> Result<(), ApiError> {
     path::validate(p).map_err(|e| {
         ApiError::zk(ErrorCode::BadArguments, p).with_details(serde_json::json!({ "path": p, "reason": e.to_string() }))
     })

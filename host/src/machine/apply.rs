@@ -375,6 +375,7 @@ impl Apply<'_, '_> {
             Op::PluginDeploy(d) => Ok((self.plugin_deploy(d)?, None)),
             Op::PluginRollback { name, identity } => Ok((self.plugin_rollback(name, identity)?, None)),
             Op::PluginRemove { name, identity } => Ok((self.plugin_remove(name, identity)?, None)),
+            Op::PluginEnable { name, enabled, identity } => Ok((self.plugin_enable(name, *enabled, identity)?, None)),
             Op::Reap { path, never_used_ms } => {
                 self.reap(path, *never_used_ms)?;
                 Ok((Reply::None, None))

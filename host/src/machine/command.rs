@@ -166,6 +166,14 @@ pub enum Op {
         #[serde(with = "serde_bytes")]
         args: Vec<u8>,
     },
+    /// Disables a plugin by hand (as its breaker would), or enables it
+    /// again and clears its trap count. Last in the enum: variants are
+    /// encoded by position, so new ones go at the end.
+    PluginEnable {
+        name: String,
+        enabled: bool,
+        identity: Identity,
+    },
 }
 
 /// A plugin deploy: what was uploaded, what it is, where it binds.
@@ -244,6 +252,7 @@ impl fmt::Display for Command {
             Op::PluginDeploy(d) => write!(f, "pluginDeploy({} {:?})", d.name, d.kind),
             Op::PluginRollback { name, .. } => write!(f, "pluginRollback({name})"),
             Op::PluginRemove { name, .. } => write!(f, "pluginRemove({name})"),
+            Op::PluginEnable { name, enabled, .. } => write!(f, "pluginEnable({name}: {enabled})"),
             Op::Call { session, plugin, args, .. } => {
                 write!(f, "0x{:x}: call {plugin} ({} bytes)", session.unwrap_or(0), args.len())
             }

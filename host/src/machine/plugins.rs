@@ -411,6 +411,25 @@ impl Apply<'_, '_> {
         Ok(Reply::Write(Ok(WriteResult::Plugin { name: rec.name, sha256: version.sha256 })))
     }
 
+    pub(super) fn plugin_enable(
+        &mut self,
+        name: &str,
+        enabled: bool,
+        identity: &Identity,
+    ) -> Result<Reply, StoreError> {
+        if let Err(e) = self.check_token(identity, Scope::Plugin)? {
+            return Ok(Reply::Write(Err(e)));
+        }
+        let Some(mut rec) = get(&self.tables.plugins, name)? else {
+            return Ok(Reply::Write(Err(ErrorCode::NoNode)));
+        };
+        rec.disabled = !enabled;
+        rec.consecutive_traps = 0;
+        self.put_plugin(&rec)?;
+        let sha256 = rec.active_version().sha256;
+        Ok(Reply::Write(Ok(WriteResult::Plugin { name: rec.name, sha256 })))
+    }
+
     pub(super) fn plugin_remove(&mut self, name: &str, identity: &Identity) -> Result<Reply, StoreError> {
         if let Err(e) = self.check_token(identity, Scope::Plugin)? {
             return Ok(Reply::Write(Err(e)));
@@ -445,9 +464,16 @@ impl Apply<'_, '_> {
         call_no: u32,
     ) -> Result<Result<Vec<u8>, CallError>, StoreError> {
         if rec.disabled {
+            // The breaker leaves its trap count behind; an operator's
+            // disable clears it.
+            let why = if rec.breaker > 0 && rec.consecutive_traps >= rec.breaker {
+                format!("after {} consecutive traps", rec.breaker)
+            } else {
+                "by an operator".to_owned()
+            };
             return Ok(Err(CallError::Trap(format!(
-                "{} is disabled after {} consecutive traps; deploy or roll back to enable it",
-                rec.name, rec.breaker
+                "{} is disabled {why}; enable it, deploy or roll back to run it again",
+                rec.name
             ))));
         }
         let runtime = self.runtime()?;

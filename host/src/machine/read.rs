@@ -140,6 +140,112 @@ impl ReadView {
         Ok(Ok((node.num_children, out, more)))
     }
 
+    /// Calls `f` with each child of `p` whose name starts with
+    /// `name_prefix`, in name order, until it returns false.
+    fn each_child(&self, p: &str, name_prefix: &str, mut f: impl FnMut(&str, Node) -> bool) -> Result<(), StoreError> {
+        let mut start = path::children_prefix(p);
+        let names_at = start.len();
+        start.extend_from_slice(name_prefix.as_bytes());
+        for item in self.nodes.range(start.as_slice()..)? {
+            let (k, v) = item?;
+            let key = k.value();
+            if !key.starts_with(&start) {
+                break;
+            }
+            let name = String::from_utf8_lossy(&key[names_at..]);
+            let child = Node::decode(v.value()).map_err(|err| StoreError::Corrupt { what: "node", err })?;
+            if !f(&name, child) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The nodes of the subtree at `root` whose path starts with `prefix`,
+    /// in pre-order (a parent before its children, siblings by name), at
+    /// most `limit` of them, visiting at most `budget` nodes. Branches that
+    /// cannot match are never read: `/a/b` under `/` reads `/a`'s children
+    /// named `b…` only. Nodes whose parent denies READ are skipped, as a
+    /// ZooKeeper client could not list them either. Returns the matches and
+    /// whether the walk stopped early.
+    pub fn search(
+        &self,
+        root: &str,
+        prefix: &str,
+        who: &Identity,
+        limit: usize,
+        budget: usize,
+    ) -> ReadResult<(Vec<(String, Stat)>, bool)> {
+        let Some(top) = self.node(root)? else { return Ok(Err(ErrorCode::NoNode)) };
+        let mut found = Vec::new();
+        let mut visited = 0usize;
+        let mut stack = vec![(root.to_owned(), top)];
+        while let Some((p, node)) = stack.pop() {
+            visited += 1;
+            if p.starts_with(prefix) {
+                if found.len() == limit {
+                    return Ok(Ok((found, true)));
+                }
+                found.push((p.clone(), node.stat()));
+            }
+            if !acl::allowed(&node.acl, who, perms::READ) {
+                continue;
+            }
+            // The part of `prefix` that names this node's children.
+            let below = if p == "/" { p.clone() } else { format!("{p}/") };
+            let name_prefix = match prefix.strip_prefix(below.as_str()) {
+                Some(rest) => rest.split('/').next().unwrap_or_default(),
+                None if below.starts_with(prefix) || p.starts_with(prefix) => "",
+                None => continue,
+            };
+            let whole_name = prefix.len() > below.len() + name_prefix.len();
+            let mut children = Vec::new();
+            let mut complete = true;
+            self.each_child(&p, name_prefix, |name, child| {
+                if visited + stack.len() + children.len() >= budget {
+                    complete = false;
+                    return false;
+                }
+                // `/a/b/` as a prefix wants the child named `b`, not `bc`.
+                if !whole_name || name == name_prefix {
+                    children.push((path::join(&p, name), child));
+                }
+                true
+            })?;
+            if !complete {
+                return Ok(Ok((found, true)));
+            }
+            stack.extend(children.into_iter().rev());
+        }
+        Ok(Ok((found, false)))
+    }
+
+    /// The whole subtree at `root` in pre-order, with each node's record,
+    /// for an export. Fails with `NoAuth` on the first node the caller may
+    /// not read (an export is complete or refused, never silently partial),
+    /// and returns `None` when the subtree has more than `limit` nodes.
+    pub fn subtree(&self, root: &str, who: &Identity, limit: usize) -> ReadResult<Option<Vec<(String, Node)>>> {
+        let Some(top) = self.node(root)? else { return Ok(Err(ErrorCode::NoNode)) };
+        let mut out = Vec::new();
+        let mut stack = vec![(root.to_owned(), top)];
+        while let Some((p, node)) = stack.pop() {
+            if let Err(e) = acl::check(&node.acl, who, perms::READ) {
+                return Ok(Err(e));
+            }
+            if out.len() + stack.len() + node.num_children as usize > limit {
+                return Ok(Ok(None));
+            }
+            let mut children = Vec::with_capacity(node.num_children as usize);
+            self.each_child(&p, "", |name, child| {
+                children.push((path::join(&p, name), child));
+                true
+            })?;
+            stack.extend(children.into_iter().rev());
+            out.push((p, node));
+        }
+        Ok(Ok(Some(out)))
+    }
+
     /// Up to `limit` paths of the subtree at `root`, children before their
     /// parents (a deletion order). Needs READ on every node listed.
     pub fn subtree_post_order(&self, root: &str, who: &Identity, limit: usize) -> ReadResult<Vec<String>> {
