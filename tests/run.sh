@@ -6,8 +6,8 @@
 #
 # Stages: system packages (apt), a Python venv for kazoo and pytest, the
 # build, Rust unit and storage tests, cross-process Rust tests (one server
-# at a time), then the Python suites (kazoo, zkCli.sh, differential against
-# Apache ZooKeeper).
+# at a time, the console's in headless Chromium among them), then the
+# Python suites (kazoo, zkCli.sh, differential against Apache ZooKeeper).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -25,6 +25,8 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
 fi
 # C plugins build with clang and wasi-libc.
 APT_PACKAGES+=(clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32)
+# The console's browser tests drive headless Chromium through chromedriver.
+APT_PACKAGES+=(chromium chromium-driver)
 # JavaScript plugins build with componentize-qjs from npm.
 command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 missing=()

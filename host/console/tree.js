@@ -263,7 +263,7 @@ export function treeView(ctx, params, main) {
       crumbs(path),
       h('div', { class: 'detail-head' }, h('h2', { id: 'detail-path' }, path),
         h('span', { class: 'muted', id: 'detail-version' }, `version ${s.version}`)),
-      notice || null,
+      ...(notice ? [notice] : []),
       h('div', { class: 'actions' },
         h('button', { class: 'small', onclick: () => showDetail(path) }, 'Refresh'),
         canWrite ? h('button', { class: 'small', id: 'edit', onclick: startEdit }, 'Edit') : null,
@@ -511,9 +511,13 @@ export function treeView(ctx, params, main) {
   return () => { unsubscribe(); resize.disconnect(); };
 }
 
-/** JSON when it parses as an object or array, text when UTF-8, else hex. */
+/**
+ * JSON when it parses as an object or array; text when it is UTF-8 without
+ * control characters (other than tab and newlines); hex otherwise.
+ */
 function detect(node) {
-  if (node.data_base64 === null || node.data_utf8 === null) return node.data_base64 === null ? 'text' : 'hex';
+  if (node.data_base64 === null) return 'text';
+  if (node.data_utf8 === null || /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(node.data_utf8)) return 'hex';
   const t = node.data_utf8.trim();
   if ((t.startsWith('{') || t.startsWith('[')) && isJson(t)) return 'json';
   return 'text';

@@ -151,9 +151,13 @@ function chart(canvas, series, unit) {
     });
     g.stroke();
     const last = s.points.filter((p) => p !== null).at(-1);
+    s.label = `${s.name} ${last === undefined ? '—' : fmt(last, unit)}`;
     g.fillStyle = s.color;
-    g.fillText(`${s.name} ${last === undefined ? '—' : fmt(last, unit)}`, 4 * dpr, (26 + si * 12) * dpr);
+    g.fillText(s.label, 4 * dpr, (26 + si * 12) * dpr);
   });
+  // What the chart shows now, for screen readers.
+  canvas.setAttribute('aria-label', series.map((s) => s.label).join(', '));
+  canvas.setAttribute('role', 'img');
 }
 
 function fmt(v, unit) {
@@ -181,10 +185,10 @@ export function clusterView(ctx, _params, main) {
   async function tick() {
     const c = await attempt(() => ctx.api.get('/api/v1/cluster'));
     if (c) {
-      const card = (k, v, id) => h('div', { class: 'card stat-card', id }, h('div', { class: 'k' }, k), h('div', { class: 'v' }, v));
+      const card = (k, v, id, small) => h('div', { class: 'card stat-card', id }, h('div', { class: 'k' }, k), h('div', { class: small ? 'v small' : 'v' }, v));
       cards.replaceChildren(card('this node', c.node_id), card('state', c.state, 'cluster-state'),
         card('leader', c.leader ?? 'none', 'cluster-leader'), card('term', c.term),
-        card('committed', c.committed_index), card('applied', c.applied_index), card('state digest', c.digest));
+        card('committed', c.committed_index), card('applied', c.applied_index), card('state digest', c.digest, 'cluster-digest', true));
       members.replaceChildren(...c.members.map((m) => h('tr', {},
         h('td', {}, m.id, m.id === c.leader ? h('span', { class: 'badge' }, 'leader') : null, m.id === c.node_id ? h('span', { class: 'badge off' }, 'this node') : null),
         h('td', {}, m.role), h('td', { class: 'mono' }, m.raft_addr), h('td', { class: 'mono' }, m.client_addr ?? '—'),

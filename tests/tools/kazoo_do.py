@@ -4,10 +4,12 @@ through the ZooKeeper protocol.
 
     kazoo_do.py HOST:PORT tree            # the demo tree under /app
     kazoo_do.py HOST:PORT set PATH TEXT   # setData, any version
+    kazoo_do.py HOST:PORT load SECONDS    # reads and writes, for charts
 """
 
 import json
 import sys
+import time
 
 from kazoo.client import KazooClient
 
@@ -29,6 +31,13 @@ def main():
         elif command == "set":
             path, text = args
             zk.set(path, text.encode())
+        elif command == "load":
+            end = time.monotonic() + float(args[0])
+            i = 0
+            while time.monotonic() < end:
+                zk.set("/app/motd", f"load {i}".encode())
+                zk.get("/app/config")
+                i += 1
         else:
             sys.exit(f"unknown command {command}")
     finally:
