@@ -21,7 +21,7 @@ async function login(token) {
   const api = new Api(token);
   const me = await api.get('/api/v1/whoami');
   const can = (scope) => me.allows.includes(scope);
-  ctx = { api, me, can, live: new Live(api), session: null, renew: null };
+  ctx = { api, me, can, live: new Live(api), session: null, renewer: null };
   sessionStorage.setItem(TOKEN_KEY, token);
   if (can('write')) await openSession();
   document.getElementById('who').textContent = `${me.token.name} · ${can('write') ? me.allows.join(', ') : 'read-only'}`;
@@ -34,27 +34,23 @@ async function login(token) {
   route();
 }
 
-/** Opens the console's session and renews it at a third of its timeout. */
+/** Opens the console's session; a worker renews it at a third of its timeout. */
 async function openSession() {
   const s = await ctx.api.req('POST', '/api/v1/sessions', { timeout_ms: SESSION_TIMEOUT_MS });
   ctx.session = s.id;
+  ctx.renewer ??= new Worker('/console/renew.js');
   const mine = ctx;
-  ctx.renew = setInterval(async () => {
-    try {
-      await mine.api.req('PUT', `/api/v1/sessions/${s.id}`);
-    } catch (e) {
-      if (e instanceof ApiError && e.code === 'session_expired') {
-        clearInterval(mine.renew);
-        toast('The console\'s session expired: its ephemeral nodes are gone. Opening a new one.', 'error');
-        if (mine === ctx) await openSession();
-      }
-    }
-  }, s.timeout_ms / 3);
+  ctx.renewer.onmessage = async ({ data }) => {
+    if (mine !== ctx || data.id !== ctx.session || data.body.code !== 'session_expired') return;
+    toast('The console\'s session expired: its ephemeral nodes are gone. Opening a new one.', 'error');
+    await openSession();
+  };
+  ctx.renewer.postMessage({ id: s.id, token: ctx.api.token, every: s.timeout_ms / 3 });
 }
 
 async function logout() {
   if (ctx) {
-    clearInterval(ctx.renew);
+    ctx.renewer?.terminate();
     ctx.live.stop();
     if (ctx.session) await ctx.api.req('DELETE', `/api/v1/sessions/${ctx.session}`).catch(() => {});
   }

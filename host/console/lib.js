@@ -176,6 +176,9 @@ export class Live {
     this.scope = '/';
     this.paused = false;
     this.lastZxid = null;
+    /** Events of `lastZxid` delivered, and how many a replay must skip. */
+    this.seenAtLast = 0;
+    this.skip = 0;
     this.listeners = new Set();
     this.state = 'connecting';
     this.onstate = () => {};
@@ -194,6 +197,7 @@ export class Live {
   setScope(scope) {
     this.scope = scope;
     this.lastZxid = null;
+    this.seenAtLast = 0;
     this.stop();
     this.emit({ kind: 'scope', scope });
     this.start();
@@ -204,13 +208,21 @@ export class Live {
     if (paused) { this.stop(); this.setState('paused'); } else this.connect();
   }
 
-  setState(s) { this.state = s; this.onstate(s); }
+  setState(s) {
+    this.state = s;
+    this.onstate(s);
+    this.emit({ kind: 'state', state: s });
+  }
 
   async connect() {
     this.stop();
     const abort = new AbortController();
     this.abort = abort;
-    const url = `/api/v1/events?${q({ path: this.scope, from_zxid: this.lastZxid ?? undefined })}`;
+    // Resume with the last zxid seen again: a drop may have cut its events
+    // short. The ones already delivered are skipped.
+    this.skip = this.seenAtLast;
+    const from = this.lastZxid === null ? undefined : this.lastZxid - 1;
+    const url = `/api/v1/events?${q({ path: this.scope, from_zxid: from })}`;
     try {
       const r = await fetch(url, { headers: this.api.headers(), signal: abort.signal });
       if (!r.ok) throw new Error(`${r.status}`);
@@ -246,8 +258,19 @@ export class Live {
     }
     if (!data) return;
     const body = JSON.parse(data);
-    if (event === 'change') {
-      this.lastZxid = body.zxid;
+    if (event === 'start') {
+      // Where a fresh stream starts: a reconnect resumes from here.
+      this.lastZxid ??= body.zxid + 1;
+      this.seenAtLast ??= 0;
+    } else if (event === 'change') {
+      if (body.zxid === this.lastZxid) {
+        if (this.skip > 0) { this.skip -= 1; return; }
+        this.seenAtLast += 1;
+      } else {
+        this.lastZxid = body.zxid;
+        this.seenAtLast = 1;
+        this.skip = 0;
+      }
       this.emit({ kind: 'change', ...body });
     } else if (event === 'gap') {
       this.emit({ kind: 'gap', ...body });

@@ -4,7 +4,7 @@
 // live stream and update both sides in place.
 
 import {
-  ApiError, attempt, b64ToBytes, bytes, bytesToB64, dialog, download, field, h, hex, join, parent, q, toast, under, when,
+  ApiError, attempt, b64ToBytes, bytes, bytesToB64, dialog, download, field, h, hex, join, parent, q, toast, when,
 } from './lib.js';
 
 const ROW = 24;
@@ -19,49 +19,79 @@ const baseName = (p) => (p === '/' ? '/' : p.slice(p.lastIndexOf('/') + 1));
 /**
  * What the tree knows: for each loaded node its stat, whether it is
  * expanded, and the children loaded so far (in name order, as the server
- * pages them); `rows` is the flattened list the virtual list shows.
+ * pages them, with a Set for membership); `rows` is the flattened list the
+ * virtual list shows, rebuilt only when the structure changed (`dirty`).
  */
 class TreeModel {
   constructor(api) {
     this.api = api;
+    this.reset();
+  }
+
+  reset() {
     this.nodes = new Map();
     this.rows = [];
-    this.nodes.set('/', { path: '/', depth: 0, stat: null, expanded: false, children: null, next: null, total: 0 });
+    this.dirty = true;
+    this.entry('/', 0, null);
   }
 
   entry(path, depth, stat) {
     let n = this.nodes.get(path);
     if (!n) {
-      n = { path, depth, stat, expanded: false, children: null, next: null, total: 0 };
+      n = { path, depth, stat, expanded: false, children: null, names: new Set(), next: null, total: 0, failed: null, deletedWhileLoading: null };
       this.nodes.set(path, n);
     } else if (stat) n.stat = stat;
     return n;
   }
 
-  /** Loads the next page of `n`'s children (the first if none yet). */
+  /**
+   * Loads the next page of `n`'s children (the first if none yet). Changes
+   * that arrive meanwhile are merged: a child deleted while the page was on
+   * its way is not added back, and one created meanwhile is not doubled.
+   */
   async loadPage(n, limit = PAGE) {
     if (n.loading) return n.loading;
+    n.deletedWhileLoading = new Set();
     n.loading = (async () => {
-      const page = await this.api.get(`/api/v1/children?${q({ path: n.path, after: n.children ? n.next : null, limit, stat: true })}`);
-      n.children ??= [];
-      for (const c of page.children) {
-        this.entry(join(n.path, c.name), n.depth + 1, c.stat);
-        n.children.push(c.name);
+      try {
+        const after = n.children ? n.next : null;
+        const page = await this.api.get(`/api/v1/children?${q({ path: n.path, after, limit, stat: true })}`);
+        n.children ??= [];
+        for (const c of page.children) {
+          if (n.names.has(c.name) || n.deletedWhileLoading.has(c.name)) continue;
+          this.entry(join(n.path, c.name), n.depth + 1, c.stat);
+          n.children.push(c.name);
+          n.names.add(c.name);
+        }
+        n.next = page.next;
+        n.total = page.total;
+        n.failed = null;
+        this.dirty = true;
+      } catch (e) {
+        n.failed = e.message;
+        this.dirty = true;
+        throw e;
+      } finally {
+        n.loading = null;
+        n.deletedWhileLoading = null;
       }
-      n.next = page.next;
-      n.total = page.total;
     })();
-    try { await n.loading; } finally { n.loading = null; }
-    return undefined;
+    return n.loading;
   }
 
   async expand(path) {
     const n = this.nodes.get(path);
+    if (!n) return;
     if (!n.children) await this.loadPage(n);
     n.expanded = true;
+    this.dirty = true;
   }
 
-  collapse(path) { this.nodes.get(path).expanded = false; }
+  collapse(path) {
+    const n = this.nodes.get(path);
+    if (n) n.expanded = false;
+    this.dirty = true;
+  }
 
   /** Expands every ancestor of `path` and loads pages until it is listed. */
   async reveal(path) {
@@ -69,66 +99,92 @@ class TreeModel {
     let cur = '/';
     for (const name of names) {
       const n = this.nodes.get(cur);
+      if (!n) return false;
       if (!n.children) await this.loadPage(n);
-      while (!n.children.includes(name) && n.next !== null) await this.loadPage(n, 10_000);
+      while (!n.names.has(name) && n.next !== null) await this.loadPage(n, 10_000);
       n.expanded = true;
-      if (!n.children.includes(name)) return false;
+      this.dirty = true;
+      if (!n.names.has(name)) return false;
       cur = join(cur, name);
     }
     return true;
   }
 
   flatten() {
+    if (!this.dirty) return;
     const rows = [];
     const walk = (n) => {
       rows.push({ path: n.path });
       if (!n.expanded || !n.children) return;
-      for (const name of n.children) walk(this.nodes.get(join(n.path, name)));
-      if (n.next !== null) rows.push({ more: n.path, depth: n.depth + 1 });
+      for (const name of n.children) {
+        const child = this.nodes.get(join(n.path, name));
+        if (child) walk(child);
+      }
+      if (n.next !== null || n.failed) rows.push({ more: n.path, depth: n.depth + 1 });
     };
     walk(this.nodes.get('/'));
     this.rows = rows;
+    this.dirty = false;
   }
 
   /** A committed change: keeps the loaded part of the tree true. */
   apply(ev) {
-    const p = parent(ev.path);
-    const par = this.nodes.get(p);
+    const par = this.nodes.get(parent(ev.path));
     const name = baseName(ev.path);
     if (ev.type === 'created' && ev.path !== '/') {
       if (par?.stat) par.stat.num_children += 1;
-      if (par?.children && !par.children.includes(name)) {
-        // Beyond the loaded pages it will arrive with its page.
-        if (par.next === null || name < par.next) {
-          const at = par.children.findIndex((c) => c > name);
-          par.children.splice(at < 0 ? par.children.length : at, 0, name);
-          this.entry(ev.path, par.depth + 1, { num_children: 0, ephemeral_owner: null, data_length: 0 });
-        }
-        par.total += 1;
+      if (!par?.children) return;
+      par.deletedWhileLoading?.delete(name);
+      // Beyond the loaded pages it arrives with its page.
+      if (!par.names.has(name) && (par.next === null || name < par.next)) {
+        par.children.splice(sortedIndex(par.children, name), 0, name);
+        par.names.add(name);
+        this.entry(ev.path, par.depth + 1, { num_children: 0, ephemeral_owner: null, data_length: 0 });
+        this.dirty = true;
       }
+      par.total += 1;
     } else if (ev.type === 'deleted') {
       if (par?.stat) par.stat.num_children = Math.max(0, par.stat.num_children - 1);
-      if (par?.children) {
-        const at = par.children.indexOf(name);
-        if (at >= 0) par.children.splice(at, 1);
-        par.total = Math.max(0, par.total - 1);
+      // ZooKeeper deletes leaves only: nothing under the node is loaded.
+      this.nodes.delete(ev.path);
+      if (!par?.children) return;
+      par.deletedWhileLoading?.add(name);
+      if (par.names.delete(name)) {
+        par.children.splice(sortedIndex(par.children, name), 1);
+        this.dirty = true;
       }
-      for (const k of [...this.nodes.keys()]) if (under(ev.path, k)) this.nodes.delete(k);
+      par.total = Math.max(0, par.total - 1);
     }
   }
 
-  /** After a gap in the stream: reload every expanded node's first pages. */
+  /** After a gap in the stream: reload every expanded node's first page. */
   async reload() {
-    const expanded = [...this.nodes.values()].filter((n) => n.expanded || n.path === '/').map((n) => n.path);
-    const keep = new Set(expanded);
-    this.nodes = new Map();
-    this.nodes.set('/', { path: '/', depth: 0, stat: null, expanded: false, children: null, next: null, total: 0 });
-    for (const p of expanded.sort()) {
-      if (!this.nodes.has(p)) continue;
-      await this.loadPage(this.nodes.get(p)).catch(() => {});
-      this.nodes.get(p).expanded = keep.has(p);
-    }
+    if (this.reloading) return this.reloading;
+    this.reloading = (async () => {
+      const expanded = [...this.nodes.values()].filter((n) => n.expanded).map((n) => n.path).sort();
+      this.reset();
+      for (const p of expanded) {
+        const n = this.nodes.get(p);
+        if (!n) continue;
+        await this.loadPage(n).catch(() => {});
+        n.expanded = true;
+      }
+      this.dirty = true;
+    })();
+    try { await this.reloading; } finally { this.reloading = null; }
+    return undefined;
   }
+}
+
+/** Where `name` is, or would go, in the sorted `names`. */
+function sortedIndex(names, name) {
+  let lo = 0;
+  let hi = names.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (names[mid] < name) lo = mid + 1; else hi = mid;
+  }
+  return lo;
 }
 
 export function treeView(ctx, params, main) {
@@ -144,25 +200,29 @@ export function treeView(ctx, params, main) {
   const rowsEl = h('div', { class: 'rows' });
   const list = h('div', { class: 'vlist', id: 'tree', role: 'tree' }, spacer, rowsEl);
   const results = h('div', { class: 'vlist', id: 'search-results', hidden: true });
+  const note = h('p', { class: 'notice', id: 'live-note', hidden: true });
   const left = h('section', {},
     h('form', { class: 'toolbar', onsubmit: (ev) => { ev.preventDefault(); search(); } },
       searchBox, h('button', { type: 'submit' }, 'Search')),
-    list, results);
+    note, list, results);
   const right = h('section', {}, h('div', { class: 'detail', id: 'detail' }));
   main.append(h('div', { class: 'split' }, left, right));
 
   function render() {
+    model.flatten();
     const rows = model.rows;
     spacer.style.height = `${rows.length * ROW}px`;
     const first = Math.max(0, Math.floor(list.scrollTop / ROW) - OVERSCAN);
     const last = Math.min(rows.length, Math.ceil((list.scrollTop + list.clientHeight) / ROW) + OVERSCAN);
     rowsEl.style.transform = `translateY(${first * ROW}px)`;
     const now = Date.now();
-    rowsEl.replaceChildren(...rows.slice(first, last).map((r) => (r.more ? moreRow(r) : nodeRow(r.path, now))));
+    rowsEl.replaceChildren(...rows.slice(first, last).map((r) => (r.more ? moreRow(r) : nodeRow(r.path, now))).filter(Boolean));
+    for (const [p, t] of flashed) if (t < now - 1200) flashed.delete(p);
   }
 
   function nodeRow(path, now) {
     const n = model.nodes.get(path);
+    if (!n) return null;
     const kids = n.stat?.num_children ?? (path === '/' ? 1 : 0);
     const twisty = h('span', { class: 'twisty', onclick: (ev) => { ev.stopPropagation(); toggle(path); } },
       kids > 0 ? (n.expanded ? '▾' : '▸') : '');
@@ -177,13 +237,19 @@ export function treeView(ctx, params, main) {
 
   function moreRow(r) {
     const n = model.nodes.get(r.more);
+    if (!n) return null;
+    const style = `padding-left:${r.depth * 14 + 16}px`;
+    if (n.failed) {
+      // Not retried by itself: a click does.
+      return h('div', { class: 'row more error', style, onclick: () => { n.failed = null; model.loadPage(n).catch(() => {}).then(redraw); } },
+        `could not load more: ${n.failed} (click to retry)`);
+    }
     // Scrolled into view: fetch the next page.
-    queueMicrotask(() => model.loadPage(n).then(redraw).catch((e) => toast(e.message, 'error')));
-    return h('div', { class: 'row more', style: `padding-left:${r.depth * 14 + 16}px` },
-      `loading… (${n.children.length} of ${n.total})`);
+    if (!n.loading) queueMicrotask(() => model.loadPage(n).catch(() => {}).then(redraw));
+    return h('div', { class: 'row more', style }, `loading… (${n.children.length} of ${n.total})`);
   }
 
-  function redraw() { model.flatten(); render(); }
+  function redraw() { render(); }
 
   async function toggle(path) {
     const n = model.nodes.get(path);
@@ -223,8 +289,10 @@ export function treeView(ctx, params, main) {
   }
 
   // ---- right: the selected node ----
+  let shown = 0;
   async function showDetail(path, notice) {
     const box = right.firstChild;
+    const ticket = ++shown;
     let node;
     let acl;
     try {
@@ -233,10 +301,13 @@ export function treeView(ctx, params, main) {
         api.get(`/api/v1/acl?${q({ path })}`).catch((e) => ({ error: e.message })),
       ]);
     } catch (e) {
+      if (ticket !== shown) return;
       box.replaceChildren(crumbs(path), h('p', { class: 'error' }, e.message));
       detail = null;
       return;
     }
+    // A later request (another node clicked, another change) wins.
+    if (ticket !== shown) return;
     detail = { path, node, acl, format: detect(node) };
     drawDetail(notice);
   }
@@ -273,7 +344,7 @@ export function treeView(ctx, params, main) {
         canWrite ? h('button', { class: 'small', id: 'import', onclick: importTree }, 'Import…') : null,
         canWrite && path !== '/' ? h('button', { class: 'small', onclick: copyTree }, 'Copy to…') : null),
       h('h3', {}, 'Data'),
-      dataSection(),
+      h('div', { id: 'data-section' }, dataSection()),
       h('h3', {}, 'Stat'),
       statTable(s),
       h('h3', {}, 'ACL'),
@@ -322,10 +393,11 @@ export function treeView(ctx, params, main) {
   // ---- editing ----
   function startEdit() {
     const { node, format } = detail;
-    const mode = node.data_base64 === null ? 'text' : format;
+    // Data that is not UTF-8 can only be edited as hex; JSON is edited as
+    // stored (re-serializing would change numbers such as 1.0 or 2^64).
+    const mode = node.data_base64 === null ? 'text' : node.data_utf8 === null ? 'hex' : format;
     const raw = node.data_base64 === null ? new Uint8Array() : b64ToBytes(node.data_base64);
-    let text = mode === 'hex' ? [...raw].map((b) => b.toString(16).padStart(2, '0')).join(' ') : node.data_utf8 ?? '';
-    if (mode === 'json') { try { text = JSON.stringify(JSON.parse(text), null, 2); } catch { /* shown as typed */ } }
+    const text = mode === 'hex' ? [...raw].map((b) => b.toString(16).padStart(2, '0')).join(' ') : node.data_utf8 ?? '';
     const area = h('textarea', { id: 'editor', spellcheck: 'false' });
     area.value = text;
     const base = node.stat.version;
@@ -350,9 +422,7 @@ export function treeView(ctx, params, main) {
         err.textContent = e.message; err.hidden = false;
       }
     };
-    const box = right.firstChild;
-    const dataPre = box.querySelector('#data')?.closest('div') || box.querySelector('#data');
-    dataPre.replaceWith(h('div', { id: 'edit-box' },
+    right.firstChild.querySelector('#data-section').replaceChildren(h('div', { id: 'edit-box' },
       h('p', { class: 'muted' }, `Editing as ${mode.toUpperCase()} against version ${base}. Saving checks the version: a change by anyone else is shown, never overwritten.`),
       area, err,
       h('div', { class: 'actions' },
@@ -384,7 +454,7 @@ export function treeView(ctx, params, main) {
     const data = h('textarea', { id: 'new-data', name: 'data', placeholder: 'data (text or JSON); leave empty for empty data' });
     const v = await dialog(`Create a child of ${detail.path}`, [
       ...field('Name', name), ...field('Mode', mode), ...field('TTL (ms)', ttl), ...field('Data', data),
-      h('p', { class: 'muted' }, 'Ephemeral nodes belong to this console\'s session: they are deleted when you log out or the session expires.'),
+      h('p', { class: 'muted' }, 'Ephemeral nodes belong to this console\'s session: they are deleted when you log out, reload or close the tab.'),
     ], {
       submit: 'Create',
       check: (x) => (!x.name || x.name.includes('/') ? 'A name without "/".' : x.mode.startsWith('ttl') && !(+x.ttl > 0) ? 'TTL modes need a TTL in ms.' : null),
@@ -439,7 +509,7 @@ export function treeView(ctx, params, main) {
     const json = v.file ? await v.file.text() : v.json;
     let doc;
     try { doc = JSON.parse(json); } catch (e) { toast(`Not an export: ${e.message}`, 'error'); return; }
-    const r = await attempt(() => api.req('POST', '/api/v1/import', { path: v.dest, nodes: doc.nodes }));
+    const r = await attempt(() => importNodes(api, v.dest, doc.nodes));
     if (!r) return;
     toast(`Imported ${r.created} nodes under ${v.dest}`);
     await attempt(() => model.reveal(v.dest));
@@ -452,7 +522,7 @@ export function treeView(ctx, params, main) {
     if (!v) return;
     const doc = await attempt(() => api.get(`/api/v1/export?${q({ path: detail.path })}`));
     if (!doc) return;
-    const r = await attempt(() => api.req('POST', '/api/v1/import', { path: v.dest, nodes: doc.nodes }));
+    const r = await attempt(() => importNodes(api, v.dest, doc.nodes));
     if (!r) return;
     toast(`Copied ${r.created} nodes to ${v.dest}`);
     await attempt(() => model.reveal(v.dest));
@@ -462,8 +532,18 @@ export function treeView(ctx, params, main) {
   // ---- live changes ----
   const ownWrites = new Set();
   let pending = false;
+  const liveNote = () => {
+    const scoped = live.scope !== '/';
+    note.hidden = !live.paused && !scoped;
+    note.textContent = live.paused
+      ? 'Live changes are paused (Events view): the tree is not updating itself.'
+      : `Live changes are watched under ${live.scope} only (Events view): the rest of the tree is not updating itself.`;
+  };
+  liveNote();
   const unsubscribe = live.subscribe(async (ev) => {
+    if (ev.kind === 'state') { liveNote(); return; }
     if (ev.kind === 'gap' || ev.kind === 'scope') {
+      liveNote();
       await model.reload();
       redraw();
       return;
@@ -509,6 +589,28 @@ export function treeView(ctx, params, main) {
   })();
 
   return () => { unsubscribe(); resize.disconnect(); };
+}
+
+/** Nodes per import request, to stay under the server's body limit. */
+const IMPORT_CHUNK = 5000;
+
+/**
+ * Imports an export's nodes under `dest`, a request per chunk (parents come
+ * before their children, so each chunk's parents exist). Stops at the
+ * first refusal, saying how many nodes were created before it.
+ */
+async function importNodes(api, dest, nodes) {
+  let created = 0;
+  for (let i = 0; i < Math.max(nodes.length, 1); i += IMPORT_CHUNK) {
+    try {
+      const r = await api.req('POST', '/api/v1/import', { path: dest, nodes: nodes.slice(i, i + IMPORT_CHUNK) });
+      created += r.created;
+    } catch (e) {
+      if (created > 0) e.message = `${e.message} (after ${created} nodes imported by earlier requests)`;
+      throw e;
+    }
+  }
+  return { created };
 }
 
 /**

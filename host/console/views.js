@@ -34,6 +34,7 @@ export function eventsView(ctx, _params, main) {
   let pending = false;
   const unsubscribe = live.subscribe((ev) => {
     if (ev.kind === 'scope') { scope.value = ev.scope; return; }
+    if (ev.kind === 'state') { label(); return; }
     if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; draw(); }); }
   });
   return unsubscribe;
@@ -43,6 +44,7 @@ export function eventsView(ctx, _params, main) {
 export function recordEvents(ctx) {
   ctx.events = [];
   ctx.live.subscribe((ev) => {
+    if (ev.kind === 'state') return;
     if (ev.kind === 'scope') { ctx.events = []; return; }
     const at = new Date().toLocaleTimeString();
     ctx.events.unshift(ev.kind === 'gap' ? { gap: true, at, reason: ev.reason } : { at, zxid: ev.zxid, type: ev.type, path: ev.path });
@@ -271,10 +273,13 @@ export function pluginsView(ctx, params, main) {
   }
 
   async function act(what, p) {
-    if (what === 'remove') {
-      const v = await dialog(`Remove ${p.name}?`, [h('p', {}, 'Its bindings go with it, on every member; its code is collected.')], { submit: 'Remove', danger: true });
-      if (!v) return;
-    }
+    const warn = {
+      remove: [`Remove ${p.name}?`, 'Its bindings go with it, on every member; its code is collected.', 'Remove'],
+      disable: [`Disable ${p.name}?`, p.kind === 'validator'
+        ? `A disabled validator vetoes every write under ${p.bindings.join(', ')} until it is enabled again.`
+        : 'Calls to it fail on every member until it is enabled again.', 'Disable'],
+    }[what];
+    if (warn && !(await dialog(warn[0], [h('p', {}, warn[1])], { submit: warn[2], danger: true }))) return;
     const name = encodeURIComponent(p.name);
     const r = await attempt(() => (what === 'rollback' ? ctx.api.req('POST', `/api/v1/plugins/${name}/rollback`)
       : what === 'remove' ? ctx.api.req('DELETE', `/api/v1/plugins/${name}`)

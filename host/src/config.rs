@@ -138,6 +138,8 @@ pub struct Config {
     /// Most nodes one admin API export (`/api/v1/export`) returns; larger
     /// subtrees are refused with a clear error, never cut short.
     pub http_export_max_nodes: u32,
+    /// Most data bytes one export returns, likewise.
+    pub http_export_max_bytes: u64,
     /// Most nodes one search (`/api/v1/search`) visits before it stops and
     /// says its answer is incomplete.
     pub http_search_max_visited: u32,
@@ -195,6 +197,7 @@ impl Default for Config {
             event_history_entries: 100_000,
             http_max_body_bytes: 4 << 20,
             http_export_max_nodes: 100_000,
+            http_export_max_bytes: 64 << 20,
             http_search_max_visited: 200_000,
             http_metrics_public: false,
         }

@@ -392,6 +392,26 @@ fn search_export_import_and_who_am_i() {
     let (status, _) = h.send("POST", "/api/v1/import", Some(&reader), Some(json!({ "path": "/x", "nodes": [] })));
     assert_eq!(status, 403);
 
+    // Digest ids are masked in an export without ADMIN, and an import
+    // refuses them; an admin's export carries them whole.
+    let acl = json!([{ "perms": "r", "scheme": "world", "id": "anyone" },
+                     { "perms": "cdrwa", "scheme": "digest", "id": "ops:cGFzc3dvcmRoYXNo" }]);
+    create("/vault", json!({ "data": "secret", "acl": acl }));
+    let masked = h.ok("GET", "/api/v1/export?path=/vault", &reader, None);
+    assert_eq!(
+        (masked["nodes"][0]["acl_masked"].as_bool(), masked["nodes"][0]["acl"][1]["id"].as_str()),
+        (Some(true), Some("ops:x"))
+    );
+    let (status, v) =
+        h.send("POST", "/api/v1/import", Some(admin), Some(json!({ "path": "/vault2", "nodes": masked["nodes"] })));
+    assert_eq!((status, v["code"].as_str()), (400, Some("bad_request")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("masked"), "{v}");
+    let whole = h.ok("GET", "/api/v1/export?path=/vault", admin, None);
+    assert_eq!(whole["nodes"][0].get("acl_masked"), None);
+    h.ok("POST", "/api/v1/import", admin, Some(json!({ "path": "/vault2", "nodes": whole["nodes"] })));
+    let copied = h.ok("GET", "/api/v1/acl?path=/vault2", admin, None);
+    assert_eq!(copied["acl"], acl);
+
     // An export larger than http_export_max_nodes is refused whole.
     let many: Vec<Value> = (0..60).map(|i| json!({ "path": format!("/n{i:02}") })).collect();
     h.ok("POST", "/api/v1/import", admin, Some(json!({ "path": "/many", "nodes": many })));

@@ -382,6 +382,7 @@ async fn the_console_in_a_real_browser() {
     let (_, p) = api(&c, "GET", "/api/v1/plugins/versioned", None);
     assert_eq!(p["active"], p["versions"][0]["sha256"], "{p}");
     click(b, "#toggle").await;
+    click(b, "#dialog-ok").await;
     until(
         b,
         "disabled",
@@ -463,6 +464,7 @@ async fn a_read_token_gives_a_read_only_console() {
     assert!(text(b, "#who").await.contains("read-only"));
     until(b, "/app", &format!("return !!document.querySelector('{}')", row("/app"))).await;
     click(b, &row("/app")).await;
+    until(b, "/app/config", &format!("return !!document.querySelector('{}')", row("/app/config"))).await;
     click(b, &row("/app/config")).await;
     until(b, "/app/config", "return document.getElementById('data')?.textContent.includes('checkout_v2')").await;
     for control in ["#edit", "#create", "#delete", "#import"] {

@@ -221,9 +221,11 @@ fn change_event(zxid: u64, kind: EventType, path: String) -> Event {
     Event::default().event("change").id(zxid.to_string()).json_data(body).expect("changes serialize")
 }
 
-/// Streams committed changes under a path as server-sent events: `change`
-/// events (JSON `{zxid, type, path}`), and a `gap` event when history from
-/// `from_zxid` is no longer held or the reader fell behind. Needs `read`.
+/// Streams committed changes under a path as server-sent events: a `start`
+/// event (JSON `{zxid}`: changes after it follow) unless `from_zxid` is
+/// given, `change` events (JSON `{zxid, type, path}`), and a `gap` event
+/// when history from `from_zxid` is no longer held or the reader fell
+/// behind. Needs `read`.
 #[utoipa::path(get, path = "/api/v1/events", tag = "sessions", params(EventsQuery), security(("token" = [])),
     responses((status = 200, description = "text/event-stream of change and gap events", content_type = "text/event-stream"),
               (status = 401, body = ErrorBody), (status = 400, body = ErrorBody)))]
@@ -239,6 +241,13 @@ pub async fn events(
     let mut live = api.shared.dispatch.subscribe();
     let mut backlog = Vec::new();
     let mut last = 0u64;
+    if q.from_zxid.is_none() {
+        // A fresh stream starts after what is applied now; the `start` event
+        // says where, so that a reader that reconnects can resume from it.
+        last = api.shared.dispatch.applied();
+        let start = serde_json::json!({ "zxid": last });
+        backlog.push(Event::default().event("start").json_data(start).expect("serializes"));
+    }
     if let Some(from) = q.from_zxid {
         let (history, oldest) = api.read(move |v| v.events_after(from)).await?;
         let applied = api.shared.dispatch.applied();

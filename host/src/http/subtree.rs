@@ -99,10 +99,14 @@ pub struct ExportedNode {
     /// The data as base64 otherwise. Neither field: null data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_base64: Option<String>,
-    /// Present when the exporter had ADMIN on the node (digest hashes are
-    /// never exported masked); an import without it gets the open ACL.
+    /// The node's ACL. An import without it gives the node the open ACL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl: Option<Vec<AclView>>,
+    /// The exporter lacked ADMIN on a node with digest ids, so they are
+    /// masked (`user:x`); an import refuses such a record rather than
+    /// create a node nobody can authenticate against.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acl_masked: bool,
     /// `persistent`, `container` or `ttl`.
     #[serde(default = "persistent")]
     pub mode: String,
@@ -112,7 +116,15 @@ pub struct ExportedNode {
 
 impl ExportedNode {
     fn empty_root() -> ExportedNode {
-        ExportedNode { path: String::new(), data: None, data_base64: None, acl: None, mode: persistent(), ttl_ms: None }
+        ExportedNode {
+            path: String::new(),
+            data: None,
+            data_base64: None,
+            acl: None,
+            acl_masked: false,
+            mode: persistent(),
+            ttl_ms: None,
+        }
     }
 }
 
@@ -153,7 +165,10 @@ pub struct ExportQuery {
 fn exported(root: &str, p: &str, n: Node, who: &crate::machine::command::Identity) -> ExportedNode {
     let rel = if root == "/" { p.to_owned() } else { p[root.len()..].to_owned() };
     let rel = if rel == "/" { String::new() } else { rel };
-    let acl = acl::allowed(&n.acl, who, perms::ADMIN).then(|| n.acl.iter().map(AclView::from).collect());
+    let admin = acl::allowed(&n.acl, who, perms::ADMIN);
+    let acl_masked = !admin && n.acl.iter().any(|a| a.id.scheme == "digest");
+    let shown = if admin { n.acl.clone() } else { acl::masked(&n.acl) };
+    let acl = Some(shown.iter().map(AclView::from).collect());
     let (mode, ttl_ms) = if n.is_container() {
         ("container", None)
     } else if let Some(ttl) = n.ttl_ms() {
@@ -168,13 +183,13 @@ fn exported(root: &str, p: &str, n: Node, who: &crate::machine::command::Identit
             Err(e) => (None, Some(B64.encode(e.as_bytes()))),
         },
     };
-    ExportedNode { path: rel, data, data_base64, acl, mode: mode.into(), ttl_ms }
+    ExportedNode { path: rel, data, data_base64, acl, acl_masked, mode: mode.into(), ttl_ms }
 }
 
-/// Exports a subtree as JSON: every node's data, mode and (with ADMIN) ACL,
-/// parents first. Refused with 413 when the subtree has more than
-/// `http_export_max_nodes` nodes, and with 403 when any node denies READ.
-/// Needs `read`.
+/// Exports a subtree as JSON: every node's data, mode and ACL (digest ids
+/// masked where the caller lacks ADMIN), parents first. Refused with 413
+/// past `http_export_max_nodes` nodes or `http_export_max_bytes` of data,
+/// and with 403 when any node denies READ. Needs `read`.
 #[utoipa::path(get, path = "/api/v1/export", tag = "tree", params(ExportQuery), security(("token" = [])),
     responses((status = 200, body = Export), (status = 404, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 401, body = ErrorBody)))]
@@ -185,20 +200,25 @@ pub async fn export(
 ) -> Result<Json<Export>, ApiError> {
     who.require(Scope::Read)?;
     valid(&q.path)?;
-    let limit = api.shared.config.http_export_max_nodes as usize;
+    let max_nodes = api.shared.config.http_export_max_nodes as usize;
+    let max_bytes = api.shared.config.http_export_max_bytes as usize;
     let identity = who.identity();
     let root = q.path.clone();
     let (zxid, nodes) = api
         .read(move |v| {
             let zxid = v.meta()?.applied_index;
-            Ok((zxid, v.subtree(&root, &identity, limit)?))
+            Ok((zxid, v.subtree(&root, &identity, max_nodes, max_bytes)?))
         })
         .await?;
     let nodes = nodes.map_err(|e| ApiError::zk(e, &q.path))?.ok_or_else(|| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_many_nodes",
-            format!("{} has more than {limit} nodes (http_export_max_nodes); export a smaller subtree", q.path),
+            format!(
+                "{} has more than {max_nodes} nodes (http_export_max_nodes) or {max_bytes} bytes of data \
+                 (http_export_max_bytes); export a smaller subtree",
+                q.path
+            ),
         )
     })?;
     let identity = who.identity();
@@ -246,6 +266,12 @@ fn create_op(dest: &str, n: &ExportedNode) -> Result<MultiOp, ApiError> {
         (None, Some(b)) => Some(B64.decode(b).map_err(|e| ApiError::bad_request(format!("{p}: data_base64: {e}")))?),
         (None, None) => None,
     };
+    if n.acl_masked {
+        return Err(ApiError::bad_request(format!(
+            "{p}: its ACL was exported without ADMIN, so its digest ids are masked; export with a token that has \
+             ADMIN there, or drop the record's acl fields to give it the open ACL"
+        )));
+    }
     let acl = match &n.acl {
         Some(a) => parse_acl(a)?,
         None => Acl::open(),

@@ -163,11 +163,12 @@ impl ReadView {
 
     /// The nodes of the subtree at `root` whose path starts with `prefix`,
     /// in pre-order (a parent before its children, siblings by name), at
-    /// most `limit` of them, visiting at most `budget` nodes. Branches that
-    /// cannot match are never read: `/a/b` under `/` reads `/a`'s children
-    /// named `b…` only. Nodes whose parent denies READ are skipped, as a
-    /// ZooKeeper client could not list them either. Returns the matches and
-    /// whether the walk stopped early.
+    /// most `limit` of them, reading at most `budget` nodes. Branches that
+    /// cannot match are never read: `/a/b` under `/` reads `/a` and `/a/b`
+    /// directly, and `/a/b` then only the children of `/a` named `b…`.
+    /// Nodes whose parent denies READ are skipped, as a ZooKeeper client
+    /// could not list them either. Returns the matches and whether the walk
+    /// stopped early.
     pub fn search(
         &self,
         root: &str,
@@ -178,17 +179,18 @@ impl ReadView {
     ) -> ReadResult<(Vec<(String, Stat)>, bool)> {
         let Some(top) = self.node(root)? else { return Ok(Err(ErrorCode::NoNode)) };
         let mut found = Vec::new();
-        let mut visited = 0usize;
-        let mut stack = vec![(root.to_owned(), top)];
-        while let Some((p, node)) = stack.pop() {
-            visited += 1;
+        let mut read = 1usize;
+        let mut truncated = false;
+        // Only what the walk needs of each node: not its data.
+        let mut stack = vec![(root.to_owned(), top.stat(), top.acl)];
+        while let Some((p, stat, node_acl)) = stack.pop() {
             if p.starts_with(prefix) {
                 if found.len() == limit {
                     return Ok(Ok((found, true)));
                 }
-                found.push((p.clone(), node.stat()));
+                found.push((p.clone(), stat));
             }
-            if !acl::allowed(&node.acl, who, perms::READ) {
+            if stat.num_children == 0 || truncated || !acl::allowed(&node_acl, who, perms::READ) {
                 continue;
             }
             // The part of `prefix` that names this node's children.
@@ -198,41 +200,52 @@ impl ReadView {
                 None if below.starts_with(prefix) || p.starts_with(prefix) => "",
                 None => continue,
             };
-            let whole_name = prefix.len() > below.len() + name_prefix.len();
             let mut children = Vec::new();
-            let mut complete = true;
-            self.each_child(&p, name_prefix, |name, child| {
-                if visited + stack.len() + children.len() >= budget {
-                    complete = false;
-                    return false;
+            if prefix.len() > below.len() + name_prefix.len() {
+                // `prefix` goes deeper: only the child of that exact name.
+                let child_path = path::join(&p, name_prefix);
+                if let Some(child) = self.node(&child_path)? {
+                    read += 1;
+                    children.push((child_path, child.stat(), child.acl));
                 }
-                // `/a/b/` as a prefix wants the child named `b`, not `bc`.
-                if !whole_name || name == name_prefix {
-                    children.push((path::join(&p, name), child));
-                }
-                true
-            })?;
-            if !complete {
-                return Ok(Ok((found, true)));
+            } else {
+                self.each_child(&p, name_prefix, |name, child| {
+                    if read >= budget {
+                        truncated = true;
+                        return false;
+                    }
+                    read += 1;
+                    children.push((path::join(&p, name), child.stat(), child.acl));
+                    true
+                })?;
             }
             stack.extend(children.into_iter().rev());
         }
-        Ok(Ok((found, false)))
+        Ok(Ok((found, truncated)))
     }
 
     /// The whole subtree at `root` in pre-order, with each node's record,
     /// for an export. Fails with `NoAuth` on the first node the caller may
     /// not read (an export is complete or refused, never silently partial),
-    /// and returns `None` when the subtree has more than `limit` nodes.
-    pub fn subtree(&self, root: &str, who: &Identity, limit: usize) -> ReadResult<Option<Vec<(String, Node)>>> {
+    /// and returns `None` when the subtree has more than `max_nodes` nodes
+    /// or more than `max_bytes` of data.
+    pub fn subtree(
+        &self,
+        root: &str,
+        who: &Identity,
+        max_nodes: usize,
+        max_bytes: usize,
+    ) -> ReadResult<Option<Vec<(String, Node)>>> {
         let Some(top) = self.node(root)? else { return Ok(Err(ErrorCode::NoNode)) };
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let mut stack = vec![(root.to_owned(), top)];
         while let Some((p, node)) = stack.pop() {
             if let Err(e) = acl::check(&node.acl, who, perms::READ) {
                 return Ok(Err(e));
             }
-            if out.len() + stack.len() + node.num_children as usize > limit {
+            bytes += node.data.as_ref().map_or(0, Vec::len);
+            if out.len() + stack.len() + node.num_children as usize > max_nodes || bytes > max_bytes {
                 return Ok(Ok(None));
             }
             let mut children = Vec::with_capacity(node.num_children as usize);
