@@ -27,6 +27,8 @@ fi
 APT_PACKAGES+=(clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32)
 # The console's browser tests drive headless Chromium through chromedriver.
 APT_PACKAGES+=(chromium chromium-driver)
+# Fault tests: skewed clocks (libfaketime); the fsync shim needs a C compiler.
+APT_PACKAGES+=(faketime gcc)
 # JavaScript plugins build with componentize-qjs from npm.
 command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 missing=()

@@ -173,8 +173,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             // Nothing is served without the Raft core: start afresh from
             // the data directory, in a new process image, so that every
             // file and port is released first (openraft#2116 is one cause).
-            tracing::error!("the Raft core failed: {why}; restarting this node");
+            // Once: a fault that outlives a restart (a disk that keeps
+            // failing writes) stops the node rather than loop.
             node.shutdown().await;
+            if restarted_recently() {
+                return Err(anyhow::anyhow!(
+                    "the Raft core failed again within {RESTART_WINDOW_S} s of a restart: {why}; stopping"
+                ));
+            }
+            tracing::error!("the Raft core failed: {why}; restarting this node");
             let err = restart_process();
             return Err(anyhow::anyhow!("restarting after a Raft failure: {err}"));
         }
@@ -185,12 +192,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Marks a process image that [`restart_process`] started, with the time
+/// it did (not a `CORRAL_` variable: those are configuration).
+const RESTARTED_AT: &str = "RESTARTED_BY_CORRAL_AT_MS";
+const RESTART_WINDOW_S: i64 = 60;
+
+/// Did `restart_process` start this process less than a minute ago?
+fn restarted_recently() -> bool {
+    std::env::var(RESTARTED_AT)
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .is_some_and(|at| corral::server::now_ms() - at < RESTART_WINDOW_S * 1000)
+}
+
 /// Replaces this process with a fresh run of the same command line. Files
 /// and sockets are opened close-on-exec, so the new image starts clean.
 fn restart_process() -> std::io::Error {
     use std::os::unix::process::CommandExt;
     match std::env::current_exe() {
-        Ok(exe) => std::process::Command::new(exe).args(std::env::args_os().skip(1)).exec(),
+        Ok(exe) => std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(RESTARTED_AT, corral::server::now_ms().to_string())
+            .exec(),
         Err(e) => e,
     }
 }

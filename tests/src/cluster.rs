@@ -26,6 +26,19 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` members (ids 1..=n) and waits until all serve.
     pub fn start(dir: &Path, n: usize, extra: &[(&str, &str)], proxied: bool) -> Cluster {
+        Self::start_prepared(dir, n, extra, proxied, |_, _| {})
+    }
+
+    /// Like [`Cluster::start`], with `prepare(i, member)` run on each member
+    /// before it starts (environment for fault shims, a data directory on
+    /// a small tmpfs).
+    pub fn start_prepared(
+        dir: &Path,
+        n: usize,
+        extra: &[(&str, &str)],
+        proxied: bool,
+        prepare: impl Fn(usize, &mut Corral),
+    ) -> Cluster {
         let mut nodes: Vec<Corral> =
             (1..=n).map(|i| Corral::configure(&dir.join(format!("node-{i}")), extra)).collect();
         let proxy = proxied.then(|| Proxy::start(nodes.iter().map(|c| c.raft).collect()));
@@ -46,6 +59,7 @@ impl Cluster {
             c.set("cluster_secret", SECRET);
             c.set("initial_admin_token", TOKEN);
             c.admin_token = Some(TOKEN.into());
+            prepare(i, c);
             c.spawn();
         }
         for c in nodes.iter_mut() {

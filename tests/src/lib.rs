@@ -63,6 +63,8 @@ pub struct Corral {
     /// The bootstrap admin token, printed once when the cluster was created.
     pub admin_token: Option<String>,
     settings: Vec<(String, String)>,
+    /// Extra environment (an `LD_PRELOAD` fault shim, faketime's settings).
+    env: Vec<(String, String)>,
 }
 
 impl Corral {
@@ -87,13 +89,29 @@ impl Corral {
         settings.push(("client_addr".into(), client.to_string()));
         settings.push(("http_addr".into(), http.to_string()));
         settings.push(("raft_addr".into(), raft.to_string()));
-        Corral { child: None, stdout: None, dir: dir.to_path_buf(), client, http, raft, admin_token: None, settings }
+        Corral {
+            child: None,
+            stdout: None,
+            dir: dir.to_path_buf(),
+            client,
+            http,
+            raft,
+            admin_token: None,
+            settings,
+            env: Vec::new(),
+        }
     }
 
     /// Sets a configuration key for the next start.
     pub fn set(&mut self, key: &str, value: &str) {
         self.settings.retain(|(k, _)| k != key);
         self.settings.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Sets an environment variable for the next start.
+    pub fn env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     fn launch(&mut self) {
@@ -111,6 +129,7 @@ impl Corral {
         for (k, v) in &self.settings {
             cmd.env(format!("CORRAL_{}", k.to_uppercase()), v);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.env("RUST_LOG", "info,openraft=error").stdout(Stdio::piped()).stderr(log).stdin(Stdio::null());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", binary().display()));
         let stdout = child.stdout.take().unwrap();

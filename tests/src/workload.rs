@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::Jute;
-use crate::checker::{Event, History, Op, OpKind, Outcome, Reg};
+use crate::checker::{self, Event, History, Op, OpKind, Outcome, Reg};
+use crate::cluster::Cluster;
+use crate::{Jute, eventually};
 
 const SET_DATA: i32 = 5;
 const GET_DATA: i32 = 4;
@@ -275,4 +276,30 @@ pub fn final_state(server: SocketAddr, keys: usize) -> Vec<Option<Reg>> {
             })
         })
         .collect()
+}
+
+/// Waits until `clock` has counted `n` more acknowledged writes.
+pub fn more_writes(clock: &Clock, n: u64, within: Duration) {
+    let start = clock.acked.load(Ordering::Relaxed);
+    assert!(
+        eventually(within, || clock.acked.load(Ordering::Relaxed) >= start + n),
+        "writes stalled: {} acknowledged in {within:?}, wanted {n}",
+        clock.acked.load(Ordering::Relaxed) - start
+    );
+}
+
+/// Checks a history against every running member's final state, and the
+/// members' digests against each other at one applied index.
+pub fn check(c: &mut Cluster, mut h: History, keys: usize) -> checker::Report {
+    let (index, digest) = c.converged();
+    let running: Vec<SocketAddr> = c.nodes.iter_mut().filter_map(|n| n.is_running().then_some(n.client)).collect();
+    h.finals = running.iter().map(|&s| final_state(s, keys)).collect();
+    let r = checker::check(&h);
+    eprintln!(
+        "history: {} ok writes, {} indeterminate ({} took effect), {} reads, {} events; members at index {index} digest {digest}",
+        r.ok_writes, r.info_writes, r.info_effective, r.reads, r.events
+    );
+    r.assert_valid();
+    assert!(r.ok_writes > 100 && r.reads > 100, "too little load to mean anything: {r:?}");
+    r
 }

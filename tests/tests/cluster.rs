@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use corral_tests::checker::{self, History, OpKind, Outcome};
 use corral_tests::cluster::{Cluster, TOKEN};
-use corral_tests::workload::{self, Clock};
+use corral_tests::workload::{self, more_writes};
 use corral_tests::{Corral, Jute, Raw, eventually};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -25,29 +25,8 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 const KEYS: usize = 8;
 
-/// Waits until `clock` has counted `n` more acknowledged writes.
-fn more_writes(clock: &Clock, n: u64, within: Duration) {
-    let start = clock.acked.load(Ordering::Relaxed);
-    assert!(
-        eventually(within, || clock.acked.load(Ordering::Relaxed) >= start + n),
-        "writes stalled: {} acknowledged in {within:?}, wanted {n}",
-        clock.acked.load(Ordering::Relaxed) - start
-    );
-}
-
-/// Checks the history against every member's final state and the members'
-/// digests against each other.
-fn check_history(c: &mut Cluster, mut h: History) -> checker::Report {
-    let (index, digest) = c.converged();
-    h.finals = c.clients().iter().map(|&s| workload::final_state(s, KEYS)).collect();
-    let r = checker::check(&h);
-    eprintln!(
-        "history: {} ok writes, {} indeterminate ({} took effect), {} reads, {} events; members at index {index} digest {digest}",
-        r.ok_writes, r.info_writes, r.info_effective, r.reads, r.events
-    );
-    r.assert_valid();
-    assert!(r.ok_writes > 100 && r.reads > 100, "too little load to mean anything: {r:?}");
-    r
+fn check_history(c: &mut Cluster, h: History) -> checker::Report {
+    workload::check(c, h, KEYS)
 }
 
 #[test]

@@ -61,10 +61,15 @@ async fn persistent_and_recursive_watches_and_their_removal() {
     assert_eq!(next(&mut persistent).await.event_type, EventType::NodeDataChanged);
 
     // removeWatches: gone from the server (wchs counts), NoWatcher after.
-    persistent.remove().await.unwrap();
-    recursive.remove().await.unwrap();
-    let (_, _, oneshot) = z.get_and_watch_data("/app").await.unwrap();
-    oneshot.remove().await.unwrap();
+    // `remove` is deprecated in favour of Drop, but it is the call that
+    // sends removeWatches and waits for the answer, which is what this tests.
+    #[allow(deprecated)]
+    {
+        persistent.remove().await.unwrap();
+        recursive.remove().await.unwrap();
+        let (_, _, oneshot) = z.get_and_watch_data("/app").await.unwrap();
+        oneshot.remove().await.unwrap();
+    }
     let stat = c.four("srvr");
     assert!(stat.contains("Mode: standalone"));
     let mut raw = Raw::connect(c.client, 4000);

@@ -1,0 +1,258 @@
+//! Real faults against real processes: a disk that refuses fsync (an
+//! `LD_PRELOAD` shim, `tests/tools/failfsync.c`), a full disk and a
+//! read-only disk (a small tmpfs under a member's data directory), a paused
+//! leader (SIGSTOP), and members whose wall clocks are hours apart
+//! (libfaketime). Each runs the recorded workload and its checker, then
+//! compares the members' digests.
+//!
+//! What each fault must produce: no acknowledged write lost, no
+//! divergence, a fail-stop with a clear error where the disk fails, and
+//! recovery once the fault ends. Needs root (tmpfs mounts), a C compiler,
+//! and `faketime` (tests/run.sh installs it).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use corral_tests::cluster::Cluster;
+use corral_tests::workload::{self, more_writes};
+use corral_tests::{Corral, eventually};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const KEYS: usize = 8;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds the fsync shim into `target/` (once per run).
+fn fsync_shim() -> PathBuf {
+    let out = repo().join("target/failfsync");
+    std::fs::create_dir_all(&out).unwrap();
+    let lib = out.join("libfailfsync.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&lib)
+        .arg(repo().join("tests/tools/failfsync.c"))
+        .arg("-ldl")
+        .status()
+        .expect("a C compiler (cc)");
+    assert!(status.success(), "building the fsync shim");
+    lib
+}
+
+/// Waits until member `i` has stopped by itself, and says why it did.
+fn fail_stopped(c: &mut Cluster, i: usize, why: &str) {
+    assert!(
+        eventually(Duration::from_secs(30), || !c.nodes[i].is_running()),
+        "member {} kept running on a failing disk:\n{}",
+        i + 1,
+        c.nodes[i].log()
+    );
+    let log = c.nodes[i].log();
+    assert!(log.contains(why), "member {} stopped without saying {why:?}:\n{log}", i + 1);
+    // Reap it, so that it can be started again.
+    c.nodes[i].kill9();
+}
+
+#[test]
+fn members_whose_disk_refuses_fsync_stop_and_catch_up_once_it_works() {
+    let _s = serial();
+    let shim = fsync_shim();
+    let dir = tempfile::tempdir().unwrap();
+    let flag = |i: usize| dir.path().join(format!("fail-fsync-{}", i + 1));
+    let mut c = Cluster::start_prepared(dir.path(), 3, &[], false, |i, n| {
+        n.env("LD_PRELOAD", shim.to_str().unwrap());
+        n.env("FAILFSYNC_FLAG", flag(i).to_str().unwrap());
+    });
+    workload::setup(c.nodes[0].client, KEYS);
+    let servers = c.clients();
+    let h = workload::run(&servers, 6, KEYS, |clock| {
+        more_writes(clock, 300, Duration::from_secs(20));
+        // A follower's disk fails: it stops; the other two go on.
+        let leader = c.leader();
+        let f = (leader + 1) % 3;
+        std::fs::write(flag(f), b"").unwrap();
+        fail_stopped(&mut c, f, "Input/output error");
+        more_writes(clock, 300, Duration::from_secs(30));
+        std::fs::remove_file(flag(f)).unwrap();
+        c.nodes[f].restart();
+        more_writes(clock, 200, Duration::from_secs(30));
+        // The leader's disk fails: a new leader takes over.
+        let leader = c.leader();
+        std::fs::write(flag(leader), b"").unwrap();
+        fail_stopped(&mut c, leader, "Input/output error");
+        more_writes(clock, 300, Duration::from_secs(30));
+        assert_ne!(c.leader(), leader);
+        std::fs::remove_file(flag(leader)).unwrap();
+        c.nodes[leader].restart();
+        more_writes(clock, 200, Duration::from_secs(30));
+    });
+    workload::check(&mut c, h, KEYS);
+}
+
+#[test]
+fn a_single_node_whose_disk_refuses_fsync_loses_no_acknowledged_write() {
+    let _s = serial();
+    let shim = fsync_shim();
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("fail-fsync");
+    let mut c = Cluster::start_prepared(dir.path(), 1, &[], false, |_, n| {
+        n.env("LD_PRELOAD", shim.to_str().unwrap());
+        n.env("FAILFSYNC_FLAG", flag.to_str().unwrap());
+    });
+    workload::setup(c.nodes[0].client, KEYS);
+    let servers = c.clients();
+    let h = workload::run(&servers, 3, KEYS, |clock| {
+        more_writes(clock, 300, Duration::from_secs(20));
+        std::fs::write(&flag, b"").unwrap();
+        fail_stopped(&mut c, 0, "Input/output error");
+        // Down while the disk fails: it must refuse to start, not serve.
+        c.nodes[0].spawn();
+        assert!(
+            eventually(Duration::from_secs(20), || !c.nodes[0].is_running()),
+            "started on a disk that refuses fsync"
+        );
+        c.nodes[0].kill9();
+        std::fs::remove_file(&flag).unwrap();
+        c.nodes[0].restart();
+        more_writes(clock, 300, Duration::from_secs(30));
+    });
+    workload::check(&mut c, h, KEYS);
+}
+
+/// A tmpfs of `mb` MiB mounted on `at`, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, mb: u32) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs on {} needs root", at.display());
+        Tmpfs(at.to_path_buf())
+    }
+
+    fn remount(&self, options: &str) {
+        let status = Command::new("mount").args(["-o", &format!("remount,{options}")]).arg(&self.0).status().unwrap();
+        assert!(status.success(), "remount {options}");
+    }
+
+    /// Fills the file system up with one file, until ENOSPC.
+    fn fill(&self) -> PathBuf {
+        let filler = self.0.join("filler");
+        let _ = Command::new("dd")
+            .args(["if=/dev/zero", "bs=1M"])
+            .arg(format!("of={}", filler.display()))
+            .stderr(std::process::Stdio::null())
+            .status();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_follower_on_a_full_or_read_only_disk_stops_and_catches_up() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // Member 2's data directory is a 256 MiB tmpfs; its log stays outside.
+    let disk = Tmpfs::mount(&dir.path().join("node-2/data"), 256);
+    let mut c = Cluster::start(dir.path(), 3, &[], false);
+    workload::setup(c.nodes[0].client, KEYS);
+    let servers = c.clients();
+    let h = workload::run(&servers, 6, KEYS, |clock| {
+        more_writes(clock, 300, Duration::from_secs(20));
+        let filler = disk.fill();
+        // It writes on: the next log append or apply finds no space.
+        fail_stopped(&mut c, 1, "No space left on device");
+        more_writes(clock, 300, Duration::from_secs(30));
+        std::fs::remove_file(filler).unwrap();
+        c.nodes[1].restart();
+        more_writes(clock, 200, Duration::from_secs(30));
+        // A disk that comes back read-only (a file system cannot turn
+        // read-only under open writers, so this happens across a restart):
+        // it refuses to start, and says why.
+        c.nodes[1].kill9();
+        disk.remount("ro");
+        c.nodes[1].spawn();
+        fail_stopped(&mut c, 1, "Read-only file system");
+        more_writes(clock, 300, Duration::from_secs(30));
+        disk.remount("rw");
+        c.nodes[1].restart();
+        more_writes(clock, 200, Duration::from_secs(30));
+    });
+    workload::check(&mut c, h, KEYS);
+}
+
+fn signal(c: &Corral, sig: &str) {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(c.pid().to_string()).status().unwrap();
+    assert!(status.success(), "kill -{sig}");
+}
+
+#[test]
+fn a_paused_leader_loses_leadership_and_nothing_it_acknowledged() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, &[], false);
+    workload::setup(c.nodes[0].client, KEYS);
+    let servers = c.clients();
+    let h = workload::run(&servers, 6, KEYS, |clock| {
+        more_writes(clock, 300, Duration::from_secs(20));
+        let leader = c.leader();
+        signal(&c.nodes[leader], "STOP");
+        // The others elect a leader and go on without it.
+        more_writes(clock, 300, Duration::from_secs(30));
+        signal(&c.nodes[leader], "CONT");
+        let now = c.leader();
+        assert_ne!(now, leader, "a leader paused past the election timeout kept leading");
+        more_writes(clock, 300, Duration::from_secs(30));
+    });
+    workload::check(&mut c, h, KEYS);
+}
+
+#[test]
+fn members_whose_wall_clocks_are_hours_apart_stay_consistent() {
+    let _s = serial();
+    let lib =
+        ["/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("libfaketime (apt-get install faketime; tests/run.sh does)");
+    let dir = tempfile::tempdir().unwrap();
+    // Member 1 is on time, member 2 an hour ahead, member 3 an hour behind;
+    // monotonic clocks are left alone (timers and leases use them).
+    let skew = ["+0", "+1h", "-1h"];
+    let mut c = Cluster::start_prepared(dir.path(), 3, &[], false, |i, n| {
+        n.env("LD_PRELOAD", lib);
+        n.env("FAKETIME", skew[i]);
+        n.env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    });
+    workload::setup(c.nodes[0].client, KEYS);
+    let servers = c.clients();
+    let h = workload::run(&servers, 6, KEYS, |clock| {
+        // Leadership moves twice, so entries are stamped by two clocks.
+        for _ in 0..2 {
+            more_writes(clock, 300, Duration::from_secs(20));
+            let leader = c.leader();
+            c.nodes[leader].kill9();
+            more_writes(clock, 200, Duration::from_secs(30));
+            c.nodes[leader].restart();
+        }
+        more_writes(clock, 200, Duration::from_secs(30));
+    });
+    workload::check(&mut c, h, KEYS);
+}
