@@ -473,8 +473,12 @@ fn http_sessions_own_ephemerals() {
 
 /// Reads server-sent events until `n` data lines arrived.
 fn sse(c: &Corral, query: &str, n: usize) -> std::sync::mpsc::Receiver<(String, Value)> {
+    sse_as(c, c.token(), query, n)
+}
+
+fn sse_as(c: &Corral, token: &str, query: &str, n: usize) -> std::sync::mpsc::Receiver<(String, Value)> {
     let url = format!("{}/api/v1/events?{query}", c.api());
-    let auth = format!("Bearer {}", c.token());
+    let auth = format!("Bearer {token}");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut resp = ureq::get(&url).header("authorization", &auth).call().unwrap();
@@ -494,6 +498,40 @@ fn sse(c: &Corral, query: &str, n: usize) -> std::sync::mpsc::Receiver<(String, 
         }
     });
     rx
+}
+
+#[test]
+fn the_event_stream_shows_a_token_only_the_nodes_it_may_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Corral::start(dir.path());
+    let h = Http::new(&c);
+    let admin = c.token();
+    let (_, reader) = new_token(&h, admin, "reader", &["read"]);
+    let before = h.ok("POST", "/api/v1/node", admin, Some(json!({ "path": "/open" })))["zxid"].as_i64().unwrap();
+    let digest_only = json!([{ "perms": "cdrwa", "scheme": "digest", "id": "ops:cGFzc3dvcmRoYXNo" }]);
+    h.ok("POST", "/api/v1/node", admin, Some(json!({ "path": "/secret", "acl": digest_only })));
+
+    // Live: the reader hears of /open and never of /secret.
+    let live = sse_as(&c, &reader, "path=/", 2);
+    let (event, start) = live.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(event, "start", "{start}");
+    h.ok("PUT", "/api/v1/node", admin, Some(json!({ "path": "/secret", "data": "s3cr3t" })));
+    h.ok("PUT", "/api/v1/node", admin, Some(json!({ "path": "/open", "data": "hello" })));
+    let (_, first) = live.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((first["type"].as_str(), first["path"].as_str()), (Some("data"), Some("/open")), "{first}");
+    // The admin (a superuser) hears of both.
+    let all = sse(&c, &format!("path=/&from_zxid={before}"), 3);
+    let paths: Vec<String> =
+        (0..3).map(|_| all.recv_timeout(Duration::from_secs(10)).unwrap().1["path"].as_str().unwrap().to_owned()).collect();
+    assert!(paths.contains(&"/secret".to_owned()), "{paths:?}");
+
+    // Replayed history is filtered the same way.
+    let replay = sse_as(&c, &reader, &format!("path=/&from_zxid={before}"), 10);
+    let mut seen = Vec::new();
+    while let Ok((_, v)) = replay.recv_timeout(Duration::from_secs(2)) {
+        seen.push(v["path"].as_str().unwrap_or_default().to_owned());
+    }
+    assert!(seen.contains(&"/open".to_owned()) && !seen.iter().any(|p| p == "/secret"), "{seen:?}");
 }
 
 #[test]

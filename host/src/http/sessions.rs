@@ -25,8 +25,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::Api;
 use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
-use crate::machine::Reply;
 use crate::machine::command::{Op, Scope};
+use crate::machine::{Reply, acl};
+use crate::proto::data::perms;
+use crate::server::dispatch::Change;
 use crate::proto::error::ErrorCode;
 use crate::proto::response::EventType;
 use crate::tree;
@@ -225,7 +227,8 @@ fn change_event(zxid: u64, kind: EventType, path: String) -> Event {
 /// event (JSON `{zxid}`: changes after it follow) unless `from_zxid` is
 /// given, `change` events (JSON `{zxid, type, path}`), and a `gap` event
 /// when history from `from_zxid` is no longer held or the reader fell
-/// behind. Needs `read`.
+/// behind. Only changes of nodes the token may READ are sent. Needs
+/// `read`.
 #[utoipa::path(get, path = "/api/v1/events", tag = "sessions", params(EventsQuery), security(("token" = [])),
     responses((status = 200, description = "text/event-stream of change and gap events", content_type = "text/event-stream"),
               (status = 401, body = ErrorBody), (status = 400, body = ErrorBody)))]
@@ -248,8 +251,31 @@ pub async fn events(
         let start = serde_json::json!({ "zxid": last });
         backlog.push(Event::default().event("start").json_data(start).expect("serializes"));
     }
+    let identity = who.identity();
     if let Some(from) = q.from_zxid {
-        let (history, oldest) = api.read(move |v| v.events_after(from)).await?;
+        let reader = identity.clone();
+        let (history, oldest) = api
+            .read(move |v| {
+                let (mut history, oldest) = v.events_after(from)?;
+                // History keeps no ACLs: a past change is shown to those who
+                // may read its node now, or for a deleted node, list its
+                // parent's children (which reveals no more than its name).
+                for (_, evs) in history.iter_mut() {
+                    let mut kept = Vec::with_capacity(evs.len());
+                    for (kind, p) in evs.drain(..) {
+                        let node = match v.node(&p)? {
+                            Some(n) => Some(n),
+                            None => v.node(tree::path::split(&p).map_or("/", |(parent, _)| parent))?,
+                        };
+                        if node.is_some_and(|n| acl::allowed(&n.acl, &reader, perms::READ)) {
+                            kept.push((kind, p));
+                        }
+                    }
+                    *evs = kept;
+                }
+                Ok((history, oldest))
+            })
+            .await?;
         let applied = api.shared.dispatch.applied();
         let held_from = oldest.unwrap_or(applied + 1);
         if from + 1 < held_from && from < applied {
@@ -268,7 +294,10 @@ pub async fn events(
         loop {
             match live.recv().await {
                 Ok(batch) => {
-                    for c in batch.iter().filter(|c| c.zxid > last && under(&root, &c.path)) {
+                    // Only changes of nodes this token may read (ZooKeeper's
+                    // rule for watches, CVE-2024-23944).
+                    let visible = |c: &&Change| acl::allowed(&c.acl, &identity, perms::READ);
+                    for c in batch.iter().filter(|c| c.zxid > last && under(&root, &c.path)).filter(visible) {
                         if tx.send(change_event(c.zxid, c.kind, c.path.clone())).await.is_err() {
                             return;
                         }

@@ -27,7 +27,7 @@ use super::watches::{ConnId, Watches};
 use crate::machine::acl;
 use crate::machine::command::Identity;
 use crate::machine::{Applied, ApplySink, Reply, SessionChange};
-use crate::proto::data::perms;
+use crate::proto::data::{Acl, perms};
 use crate::proto::response::{EventType, put_notification};
 
 /// What the dispatcher sends a connection.
@@ -65,6 +65,8 @@ pub struct Change {
     pub zxid: u64,
     pub kind: EventType,
     pub path: String,
+    /// The node's ACL when the change applied: who may hear of it.
+    pub acl: Vec<Acl>,
 }
 
 pub struct Dispatcher {
@@ -189,7 +191,12 @@ impl ApplySink for Dispatcher {
         let mut waiters = self.waiters.lock();
         let mut changes = Vec::new();
         for a in outcomes {
-            changes.extend(a.events.iter().map(|e| Change { zxid: a.index, kind: e.kind, path: e.path.clone() }));
+            changes.extend(a.events.iter().map(|e| Change {
+                zxid: a.index,
+                kind: e.kind,
+                path: e.path.clone(),
+                acl: e.acl.clone(),
+            }));
             for e in &a.events {
                 let targets = watches.trigger(e.kind, &e.path);
                 if targets.is_empty() {
