@@ -15,13 +15,15 @@
 //! - [`proto`]: the ZooKeeper wire format, pure bytes-to-types code.
 //!
 //! Beside them: [`config`] (one `Config`, validated once), [`http`]
-//! (health and metrics), and [`client`], the ZooKeeper client that `corral
+//! (the admin API, the console, health and metrics), [`audit`] (the audit
+//! log), and [`client`], the ZooKeeper client that `corral
 //! bench` and the CLI use. `docs/ARCHITECTURE.md` follows one request through
 //! all of them.
 //!
 //! Dependencies point down only: `machine`, `tree` and `proto` know nothing
 //! of tokio, sockets, clocks or Raft.
 
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod client;

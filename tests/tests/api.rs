@@ -521,8 +521,9 @@ fn the_event_stream_shows_a_token_only_the_nodes_it_may_read() {
     assert_eq!((first["type"].as_str(), first["path"].as_str()), (Some("data"), Some("/open")), "{first}");
     // The admin (a superuser) hears of both.
     let all = sse(&c, &format!("path=/&from_zxid={before}"), 3);
-    let paths: Vec<String> =
-        (0..3).map(|_| all.recv_timeout(Duration::from_secs(10)).unwrap().1["path"].as_str().unwrap().to_owned()).collect();
+    let paths: Vec<String> = (0..3)
+        .map(|_| all.recv_timeout(Duration::from_secs(10)).unwrap().1["path"].as_str().unwrap().to_owned())
+        .collect();
     assert!(paths.contains(&"/secret".to_owned()), "{paths:?}");
 
     // Replayed history is filtered the same way.

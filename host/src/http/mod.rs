@@ -196,8 +196,41 @@ pub fn router(shared: Arc<Shared>, prometheus: PrometheusHandle) -> Router {
     api.merge(SwaggerUi::new("/api/docs").url("/api/v1/openapi.json", doc))
         .route("/", axum::routing::get(console::index))
         .route("/console/{file}", axum::routing::get(console::asset))
+        .layer(axum::middleware::from_fn(audit))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(Api { shared, prometheus })
+}
+
+/// Writes an audit line for every request that changes who may do what, or
+/// the cluster: tokens, membership, plugins (not calls), ACLs, sessions
+/// closed by an operator, imports. Znode data writes are not audited: they
+/// are the data plane.
+async fn audit(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let path = req.uri().path().to_owned();
+    let audited = req.method() != axum::http::Method::GET
+        && (["/api/v1/tokens", "/api/v1/cluster", "/api/v1/acl", "/api/v1/import"].iter().any(|p| path.starts_with(p))
+            || (path.starts_with("/api/v1/plugins/") && !path.ends_with("/call"))
+            || (path.starts_with("/api/v1/sessions/") && req.method() == axum::http::Method::DELETE));
+    if !audited {
+        return next.run(req).await;
+    }
+    let action = format!("{} {}", req.method(), path);
+    let object = req.uri().query().unwrap_or_default().to_owned();
+    // The token's public id, from its hash: who asked, even when refused.
+    let actor = req
+        .headers()
+        .get("authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map_or("anonymous".to_owned(), |secret| {
+            let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(secret.trim().as_bytes()).into();
+            format!("token:{}", crate::tree::Token::id_of(&hash))
+        });
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let outcome = if status.is_success() { Ok(()) } else { Err(format!("HTTP {}", status.as_u16())) };
+    crate::audit::record(&action, &actor, &object, outcome);
+    resp
 }
 
 /// The Prometheus exporter, with histogram buckets: seconds for latencies,

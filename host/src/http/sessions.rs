@@ -28,9 +28,9 @@ use super::error::{ApiError, ErrorBody};
 use crate::machine::command::{Op, Scope};
 use crate::machine::{Reply, acl};
 use crate::proto::data::perms;
-use crate::server::dispatch::Change;
 use crate::proto::error::ErrorCode;
 use crate::proto::response::EventType;
+use crate::server::dispatch::Change;
 use crate::tree;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]

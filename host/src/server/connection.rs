@@ -13,7 +13,7 @@
 //! any watch events already queued in the inbox are written before their
 //! replies: a client never sees new data before the event that announces it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -89,6 +89,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         timeout_ms: 0,
         identity: Identity { ids: vec![Id::new("ip", &peer.ip().to_string())], token: None },
         pending: VecDeque::new(),
+        audited: HashMap::new(),
         acks: FuturesUnordered::new(),
         closing: None,
     };
@@ -150,6 +151,8 @@ struct Conn {
     timeout_ms: i32,
     identity: Identity,
     pending: VecDeque<Work>,
+    /// Paths of `setACL` requests in flight, by xid, for the audit log.
+    audited: HashMap<i32, String>,
     /// Raft's verdicts on our proposals: only failures matter, the replies
     /// come from the dispatcher.
     acks: FuturesUnordered<futures::future::BoxFuture<'static, (i32, bool)>>,
@@ -402,13 +405,16 @@ impl Conn {
                 write: Some(write(Write::SetData { path, data, version })),
                 started,
             },
-            Request::SetAcl { path, acl, version } => Work::Write {
-                xid,
-                opcode,
-                ops: vec![],
-                write: Some(write(Write::SetAcl { path, acl, version })),
-                started,
-            },
+            Request::SetAcl { path, acl, version } => {
+                self.audited.insert(xid, path.clone());
+                Work::Write {
+                    xid,
+                    opcode,
+                    ops: vec![],
+                    write: Some(write(Write::SetAcl { path, acl, version })),
+                    started,
+                }
+            }
             Request::Sync { path } => {
                 Work::Write { xid, opcode, ops: vec![], write: Some(write(Write::Sync { path })), started }
             }
@@ -529,6 +535,14 @@ impl Conn {
                     return Err(ConnError::Closed("replies out of order"));
                 }
                 self.shared.stats.record(opcode, started);
+                if let Some(path) = self.audited.remove(&xid) {
+                    let outcome = match &reply {
+                        Reply::Write(Ok(_)) => Ok(()),
+                        Reply::Write(Err(code)) | Reply::Rejected { code, .. } => Err(code.to_string()),
+                        other => Err(format!("{other:?}")),
+                    };
+                    crate::audit::record("setACL", &self.actor(), &path, outcome);
+                }
                 match reply {
                     Reply::Write(Err(ErrorCode::SessionMoved)) => {
                         // ZooKeeper closes such a connection without a reply.
@@ -651,6 +665,11 @@ impl Conn {
         Ok(())
     }
 
+    /// Who this connection is, for the audit log.
+    fn actor(&self) -> String {
+        format!("session:0x{:x} from {}", self.session, self.peer)
+    }
+
     /// `addauth`: answered at once, not queued, so that the identity of
     /// every later request includes it.
     async fn auth(&mut self, xid: i32, scheme: &str, auth: &[u8]) -> Result<(), ConnError> {
@@ -675,6 +694,9 @@ impl Conn {
             "ip" => true,
             _ => false,
         };
+        let user = String::from_utf8_lossy(auth).split(':').next().unwrap_or_default().to_owned();
+        let outcome = if ok { Ok(()) } else { Err("authentication failed".to_owned()) };
+        crate::audit::record("addauth", &self.actor(), &format!("{scheme}:{user}"), outcome);
         if ok {
             *self.stats.identity.lock() = self.identity.clone();
             // The reply echoes the request's xid: -4 from most clients.
