@@ -57,8 +57,9 @@ stage "build"
 cargo build --locked -p corral
 cargo test --locked --workspace --no-run
 
-stage "rust: unit, storage suite, determinism"
+stage "rust: unit, storage suite, determinism, fuzz corpora replayed"
 cargo test --locked -p corral
+cargo test --locked -p corral-fuzz
 
 stage "rust: cross-process tests against the real binary"
 export TEST_CORRAL_BIN=$ROOT/target/debug/corral

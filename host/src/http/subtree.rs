@@ -251,7 +251,8 @@ pub struct Imported {
     pub zxid: i64,
 }
 
-fn create_op(dest: &str, n: &ExportedNode) -> Result<MultiOp, ApiError> {
+/// The create that lands `n` under `dest`, or why the record is malformed.
+pub fn create_op(dest: &str, n: &ExportedNode) -> Result<MultiOp, ApiError> {
     let p = if n.path.is_empty() {
         dest.to_owned()
     } else if dest == "/" {

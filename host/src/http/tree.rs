@@ -192,6 +192,29 @@ fn persistent() -> Mode {
     Mode::Persistent
 }
 
+impl CreateBody {
+    /// The write this body asks for, or why it is malformed. Apply checks
+    /// the path, the ACL and the mode again, as for any client.
+    pub fn write(&self) -> Result<Write, ApiError> {
+        let data = body_data(&self.data, &self.data_base64)?;
+        let acl = match &self.acl {
+            Some(a) => parse_acl(a)?,
+            None => Acl::open(),
+        };
+        let (flags, opcode) = match self.mode {
+            Mode::Persistent => (0, op::CREATE2),
+            Mode::Ephemeral => (1, op::CREATE2),
+            Mode::PersistentSequential => (2, op::CREATE2),
+            Mode::EphemeralSequential => (3, op::CREATE2),
+            Mode::Container => (4, op::CREATE_CONTAINER),
+            Mode::Ttl => (5, op::CREATE_TTL),
+            Mode::TtlSequential => (6, op::CREATE_TTL),
+        };
+        let ttl = matches!(self.mode, Mode::Ttl | Mode::TtlSequential).then_some(self.ttl_ms.unwrap_or(0));
+        Ok(Write::Create { opcode, req: CreateRequest { path: self.path.clone(), data, acl, flags, ttl } })
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Created {
     /// The created path (with its sequence suffix).
@@ -219,24 +242,7 @@ pub async fn create_node(
     Json(b): Json<CreateBody>,
 ) -> Result<(axum::http::StatusCode, Json<Created>), ApiError> {
     who.require(Scope::Write)?;
-    let data = body_data(&b.data, &b.data_base64)?;
-    let acl = match &b.acl {
-        Some(a) => parse_acl(a)?,
-        None => Acl::open(),
-    };
-    let (flags, opcode) = match b.mode {
-        Mode::Persistent => (0, op::CREATE2),
-        Mode::Ephemeral => (1, op::CREATE2),
-        Mode::PersistentSequential => (2, op::CREATE2),
-        Mode::EphemeralSequential => (3, op::CREATE2),
-        Mode::Container => (4, op::CREATE_CONTAINER),
-        Mode::Ttl => (5, op::CREATE_TTL),
-        Mode::TtlSequential => (6, op::CREATE_TTL),
-    };
-    let ttl = matches!(b.mode, Mode::Ttl | Mode::TtlSequential).then_some(b.ttl_ms.unwrap_or(0));
-    let req = CreateRequest { path: b.path.clone(), data, acl, flags, ttl };
-    let op =
-        Op::Write { session: session_id(&b.session)?, identity: who.identity(), write: Write::Create { opcode, req } };
+    let op = Op::Write { session: session_id(&b.session)?, identity: who.identity(), write: b.write()? };
     let (zxid, reply) = api.propose(op).await?;
     match write_result(reply, &b.path)? {
         WriteResult::Created { path, stat } => {

@@ -32,7 +32,8 @@ use tokio::sync::oneshot;
 
 use super::TypeConfig;
 
-type Entry = openraft::alias::EntryOf<TypeConfig>;
+/// One Raft log entry, as this store keeps it (postcard-encoded).
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 type LogId = LogIdOf<TypeConfig>;
 type Vote = VoteOf<TypeConfig>;
 
