@@ -30,6 +30,25 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The ZooKeeper client port.
     pub client_addr: SocketAddr,
+    /// A second ZooKeeper port that speaks TLS (ZooKeeper's
+    /// `secureClientPort`); off unless set. Needs `tls_cert_file` and
+    /// `tls_key_file`.
+    pub secure_client_addr: Option<SocketAddr>,
+    /// PEM: this server's certificate chain, leaf first.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM: its private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM: the CAs that sign client certificates.
+    pub tls_ca_file: Option<PathBuf>,
+    /// `none`, `want` (a certificate is checked when shown) or `need`
+    /// (ZooKeeper's `ssl.clientAuth`); `want` and `need` take a CA file.
+    pub tls_client_auth: ClientAuth,
+    /// How often the certificate, key and CA files are checked for changes;
+    /// new connections use the new files, open ones keep theirs.
+    pub tls_reload_interval_ms: u64,
+    /// A client certificate subject (RFC 2253, `CN=ops,O=Example`) that is
+    /// the superuser, as ZooKeeper's `X509AuthenticationProvider.superUser`.
+    pub tls_superuser_dn: Option<String>,
     /// The admin HTTP API, health and metrics.
     pub http_addr: SocketAddr,
     /// Where other members reach this one (Raft traffic).
@@ -154,6 +173,13 @@ impl Default for Config {
             node_id: 1,
             data_dir: PathBuf::from("./corral-data"),
             client_addr: "127.0.0.1:2181".parse().expect("valid address"),
+            secure_client_addr: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            tls_client_auth: ClientAuth::Need,
+            tls_reload_interval_ms: 60_000,
+            tls_superuser_dn: None,
             http_addr: "127.0.0.1:8080".parse().expect("valid address"),
             raft_addr: "127.0.0.1:2888".parse().expect("valid address"),
             initial_cluster: Vec::new(),
@@ -233,6 +259,12 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.secure_client_addr.is_some() && (self.tls_cert_file.is_none() || self.tls_key_file.is_none()) {
+            return bad("secure_client_addr needs tls_cert_file and tls_key_file".into());
+        }
+        if self.tls_client_auth != ClientAuth::None && self.secure_client_addr.is_some() && self.tls_ca_file.is_none() {
+            return bad("tls_client_auth want or need needs tls_ca_file (or set tls_client_auth = \"none\")".into());
+        }
         if !(1..=254).contains(&self.node_id) {
             return bad(format!("node_id must be in 1..=254, not {}", self.node_id));
         }
@@ -364,4 +396,13 @@ mod tests {
         std::fs::write(&f, "node_id = 0\n").unwrap();
         assert!(Config::load(Some(&f), NoFlags {}).is_err());
     }
+}
+
+/// Whether TLS clients must show a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    None,
+    Want,
+    Need,
 }

@@ -217,11 +217,10 @@ impl Apply<'_, '_> {
         if let Err(e) = self.check_token(identity, Scope::Plugin)? {
             return Ok(Reply::Write(Err(e)));
         }
-        if upload.is_empty()
-            || upload.len() > 64
+        if !valid_name(upload)
             || data.len() > MAX_CHUNK_BYTES
             || total > MAX_PLUGIN_BYTES
-            || offset + data.len() as u64 > total
+            || offset.checked_add(data.len() as u64).is_none_or(|end| end > total)
         {
             return Ok(Reply::Write(Err(ErrorCode::BadArguments)));
         }
@@ -255,7 +254,11 @@ impl Apply<'_, '_> {
         let mut out = Vec::new();
         for item in self.tables.uploads.range(start.as_slice()..end.as_slice())? {
             let (k, v) = item?;
-            let offset = u64::from_be_bytes(k.value()[upload.len() + 1..].try_into().expect("8-byte offset"));
+            // Keys are `upload ++ 0 ++ offset`; ids are checked names, so
+            // another upload's key cannot fall in this range, but a record
+            // of another shape is never taken for a piece.
+            let Ok(offset) = <[u8; 8]>::try_from(&k.value()[upload.len() + 1..]) else { break };
+            let offset = u64::from_be_bytes(offset);
             if offset != out.len() as u64 {
                 break;
             }
@@ -306,6 +309,9 @@ impl Apply<'_, '_> {
             return Ok(Reply::Write(Err(e)));
         }
         let reject = |message: String| Ok(Reply::Rejected { code: ErrorCode::BadArguments, message });
+        if !valid_name(&d.upload) {
+            return reject(format!("upload id {:?} is malformed", d.upload));
+        }
         let bytes = self.assemble(&d.upload)?;
         self.forget_upload(&d.upload)?;
         if !valid_name(&d.name) {

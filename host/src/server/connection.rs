@@ -22,9 +22,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -65,14 +64,27 @@ pub enum ConnError {
 /// Most consecutive reads run under one gate hold.
 const READ_BATCH_MAX: usize = 64;
 
-/// Serves one accepted socket until it closes.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+/// A connection's two directions: a TCP socket's halves, or a TLS
+/// stream's.
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// The halves of a plain TCP connection.
+pub fn plain(stream: TcpStream) -> (Reader, Writer) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    (Box::new(rd), Box::new(wr))
+}
+
+/// Serves one accepted connection until it closes. `ids` are identities
+/// the transport proved (a TLS client certificate's `x509` subject).
+pub async fn serve(shared: Arc<Shared>, (rd, wr): (Reader, Writer), peer: SocketAddr, ids: Vec<Id>) {
     let id = shared.next_conn_id();
     let kill = CancellationToken::new();
     let (inbox, stats) = shared.dispatch.register(id, peer, shared.config.connection_queue as usize, kill.clone());
     metrics::gauge!("corral_connections").increment(1.0);
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+    let mut identity = Identity { ids: vec![Id::new("ip", &peer.ip().to_string())], token: None };
+    identity.ids.extend(ids);
     let mut conn = Conn {
         shared: shared.clone(),
         id,
@@ -87,7 +99,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         stats,
         session: 0,
         timeout_ms: 0,
-        identity: Identity { ids: vec![Id::new("ip", &peer.ip().to_string())], token: None },
+        identity,
         pending: VecDeque::new(),
         audited: HashMap::new(),
         acks: FuturesUnordered::new(),
@@ -138,8 +150,8 @@ struct Conn {
     shared: Arc<Shared>,
     id: ConnId,
     peer: SocketAddr,
-    rd: OwnedReadHalf,
-    wr: OwnedWriteHalf,
+    rd: Reader,
+    wr: Writer,
     inbuf: BytesMut,
     out: BytesMut,
     inbox: mpsc::Receiver<ConnMsg>,

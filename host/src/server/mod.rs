@@ -15,6 +15,7 @@ pub mod dispatch;
 pub mod fourlw;
 pub mod peers;
 pub mod sessions;
+pub mod tls;
 pub mod watches;
 
 use openraft::async_runtime::WatchReceiver;
@@ -75,6 +76,8 @@ pub enum StartError {
     Listen { addr: String, err: std::io::Error },
     #[error("wasm plugin engine: {0}")]
     Plugins(String),
+    #[error("secure client port: {0}")]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Request counts and latencies, for the four-letter words and metrics.
@@ -182,6 +185,9 @@ pub struct Node {
     pub shared: Arc<Shared>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The secure port's TLS settings, read at open (so that bad files stop
+    /// the start), used by `serve`.
+    tls: Option<tls::Tls>,
 }
 
 fn raft_config(c: &Config) -> Result<openraft::Config, StartError> {
@@ -222,6 +228,7 @@ impl Node {
         if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
             tracing::warn!("could not raise the open-file limit: {e}");
         }
+        let tls = tls::Tls::from_config(&config)?;
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|err| StartError::DataDir { path: dir.display().to_string(), err })?;
         let state = Arc::new(StateDb::open(
@@ -279,7 +286,7 @@ impl Node {
             .map_err(|err| StartError::Listen { addr: raft_addr.to_string(), err })?;
         let shutdown = CancellationToken::new();
         let tasks = vec![tokio::spawn(peers::listen(shared.clone(), listener, shutdown.clone()))];
-        Ok(Node { shared, shutdown, tasks })
+        Ok(Node { shared, shutdown, tasks, tls })
     }
 
     /// Waits until the state machine has applied everything this node had
@@ -355,7 +362,17 @@ impl Node {
         let listener =
             TcpListener::bind(addr).await.map_err(|err| StartError::Listen { addr: addr.to_string(), err })?;
         let local = listener.local_addr().map_err(|err| StartError::Listen { addr: addr.to_string(), err })?;
-        self.tasks.push(tokio::spawn(accept_loop(s.clone(), listener, self.shutdown.clone())));
+        self.tasks.push(tokio::spawn(accept_loop(s.clone(), listener, None, self.shutdown.clone())));
+        if let (Some(addr), Some(tls)) = (s.config.secure_client_addr, self.tls.take()) {
+            let secure =
+                TcpListener::bind(addr).await.map_err(|err| StartError::Listen { addr: addr.to_string(), err })?;
+            let local = secure.local_addr().map_err(|err| StartError::Listen { addr: addr.to_string(), err })?;
+            let tls = Arc::new(tls);
+            let every = Duration::from_millis(s.config.tls_reload_interval_ms.max(10));
+            self.tasks.push(tokio::spawn(tls::reload_loop(tls.clone(), every, self.shutdown.clone())));
+            self.tasks.push(tokio::spawn(accept_loop(s.clone(), secure, Some(tls), self.shutdown.clone())));
+            tracing::info!(%local, "serving ZooKeeper clients over TLS");
+        }
         self.tasks.push(tokio::spawn(expiry_loop(s.clone(), self.shutdown.clone())));
         self.tasks.push(tokio::spawn(reap_loop(s.clone(), self.shutdown.clone())));
         self.tasks.push(tokio::spawn(peers::report_loop(s.clone(), self.shutdown.clone())));
@@ -404,7 +421,8 @@ impl Node {
     }
 }
 
-async fn accept_loop(s: Arc<Shared>, listener: TcpListener, stop: CancellationToken) {
+/// Accepts client connections, over TLS when `tls` is given.
+async fn accept_loop(s: Arc<Shared>, listener: TcpListener, tls: Option<Arc<tls::Tls>>, stop: CancellationToken) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -424,7 +442,29 @@ async fn accept_loop(s: Arc<Shared>, listener: TcpListener, stop: CancellationTo
             drop(stream);
             continue;
         }
-        tokio::spawn(connection::serve(s.clone(), stream, peer));
+        let Some(tls) = &tls else {
+            tokio::spawn(connection::serve(s.clone(), connection::plain(stream), peer, Vec::new()));
+            continue;
+        };
+        let (s, acceptor) = (s.clone(), tls.acceptor());
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let limit = Duration::from_millis(s.config.handshake_timeout_ms);
+            let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return tracing::info!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => return tracing::info!(%peer, "TLS handshake timed out"),
+            };
+            let mut ids = Vec::new();
+            if let Some(subject) = tls::client_subject(stream.get_ref().1) {
+                if s.config.tls_superuser_dn.as_deref() == Some(subject.as_str()) {
+                    ids.push(crate::proto::data::Id::new("super", ""));
+                }
+                ids.push(crate::proto::data::Id::new("x509", &subject));
+            }
+            let (rd, wr) = tokio::io::split(stream);
+            connection::serve(s, (Box::new(rd), Box::new(wr)), peer, ids).await;
+        });
     }
 }
 
