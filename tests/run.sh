@@ -29,6 +29,8 @@ APT_PACKAGES+=(clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32)
 APT_PACKAGES+=(chromium chromium-driver)
 # Fault tests: skewed clocks (libfaketime); the fsync shim needs a C compiler.
 APT_PACKAGES+=(faketime gcc)
+# TLS tests make their certificates with the openssl command line.
+APT_PACKAGES+=(openssl)
 # JavaScript plugins build with componentize-qjs from npm.
 command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 missing=()
