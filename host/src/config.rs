@@ -49,6 +49,14 @@ pub struct Config {
     /// A client certificate subject (RFC 2253, `CN=ops,O=Example`) that is
     /// the superuser, as ZooKeeper's `X509AuthenticationProvider.superUser`.
     pub tls_superuser_dn: Option<String>,
+    /// PEM: this member's certificate for mutual TLS between members. It
+    /// must name the member as a DNS subject alternative name
+    /// `member-<node_id>`. Set all three `peer_tls_*` files, or none (then
+    /// members talk plain TCP, authenticated by the cluster secret).
+    pub peer_tls_cert_file: Option<PathBuf>,
+    pub peer_tls_key_file: Option<PathBuf>,
+    /// PEM: the CAs that sign members' certificates.
+    pub peer_tls_ca_file: Option<PathBuf>,
     /// The admin HTTP API, health and metrics.
     pub http_addr: SocketAddr,
     /// Where other members reach this one (Raft traffic).
@@ -180,6 +188,9 @@ impl Default for Config {
             tls_client_auth: ClientAuth::Need,
             tls_reload_interval_ms: 60_000,
             tls_superuser_dn: None,
+            peer_tls_cert_file: None,
+            peer_tls_key_file: None,
+            peer_tls_ca_file: None,
             http_addr: "127.0.0.1:8080".parse().expect("valid address"),
             raft_addr: "127.0.0.1:2888".parse().expect("valid address"),
             initial_cluster: Vec::new(),
@@ -259,6 +270,10 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
+        let peer_files = [&self.peer_tls_cert_file, &self.peer_tls_key_file, &self.peer_tls_ca_file];
+        if peer_files.iter().any(|f| f.is_some()) && !peer_files.iter().all(|f| f.is_some()) {
+            return bad("set all of peer_tls_cert_file, peer_tls_key_file and peer_tls_ca_file, or none".into());
+        }
         if self.secure_client_addr.is_some() && (self.tls_cert_file.is_none() || self.tls_key_file.is_none()) {
             return bad("secure_client_addr needs tls_cert_file and tls_key_file".into());
         }

@@ -35,4 +35,5 @@ pub mod plugin;
 pub mod proto;
 pub mod raft;
 pub mod server;
+pub mod tls;
 pub mod tree;

@@ -487,3 +487,94 @@ fn a_peer_without_the_cluster_secret_is_refused_and_the_cluster_goes_on() {
     assert_eq!(raw.call(1, 1, Jute::default().str("/after").buf(Some(b"x")).open_acl().int(0)).err, 0);
     c.converged();
 }
+
+/// A CA and one certificate per member (`member-<id>` as a DNS name), made
+/// with the openssl command line in `dir`.
+fn member_certificates(dir: &std::path::Path, members: u64) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "2", "-subj", "/CN=members CA", "-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat(),
+    );
+    for id in 1..=members {
+        let name = format!("member-{id}");
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-subj", &format!("/CN={name}"), "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr")],
+            ]
+            .concat(),
+        );
+        std::fs::write(dir.join(format!("{name}.ext")), format!("subjectAltName=DNS:{name}\n")).unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ]);
+    }
+}
+
+fn use_member_certificate(n: &mut Corral, pki: &std::path::Path, name: &str) {
+    n.set("peer_tls_cert_file", pki.join(format!("{name}.pem")).to_str().unwrap());
+    n.set("peer_tls_key_file", pki.join(format!("{name}.key")).to_str().unwrap());
+    n.set("peer_tls_ca_file", pki.join("ca.pem").to_str().unwrap());
+}
+
+#[test]
+fn members_talk_mutual_tls_and_each_must_be_the_member_its_certificate_names() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    member_certificates(&pki, 3);
+    let mut c = Cluster::start_prepared(dir.path(), 3, &[], false, |i, n| {
+        use_member_certificate(n, &pki, &format!("member-{}", i + 1))
+    });
+    workload::setup(c.nodes[0].client, KEYS);
+    let servers = c.clients();
+    let h = workload::run(&servers, 6, KEYS, |clock| {
+        more_writes(clock, 300, Duration::from_secs(20));
+        let leader = c.leader();
+        c.nodes[leader].kill9();
+        more_writes(clock, 300, Duration::from_secs(30));
+        c.nodes[leader].restart();
+        more_writes(clock, 200, Duration::from_secs(30));
+    });
+    check_history(&mut c, h);
+
+    // Member 3 comes back with member 2's certificate (valid, from the same
+    // CA): the others refuse it, and it cannot pass for member 2 to them.
+    c.nodes[2].kill9();
+    use_member_certificate(&mut c.nodes[2], &pki, "member-2");
+    c.nodes[2].spawn();
+    let mut raw = Raw::connect(c.nodes[0].client, 5000);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            c.nodes[..2].iter().any(|n| n.log().contains("its certificate does not name member-3"))
+        }),
+        "members 1 and 2 did not refuse member 3 showing member 2's certificate"
+    );
+    // The two others go on: a write commits on them.
+    assert_eq!(raw.call(1, 1, Jute::default().str("/without-3").buf(Some(b"x")).open_acl().int(0)).err, 0);
+}

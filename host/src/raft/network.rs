@@ -56,6 +56,8 @@ use crate::machine::command::Command;
 /// Transport settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Mutual TLS between members, when configured.
+    pub tls: Option<Arc<crate::tls::PeerTls>>,
     pub node: u64,
     pub secret: Arc<[u8]>,
     pub max_frame_bytes: usize,
@@ -216,6 +218,8 @@ impl Conn {
 /// out in the order they are made.
 pub struct Link {
     addr: String,
+    /// The member at `addr`: with TLS, its certificate must name it.
+    target: u64,
     settings: Settings,
     conn: tokio::sync::Mutex<Option<Conn>>,
     next_id: AtomicU64,
@@ -225,9 +229,10 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(addr: String, settings: Settings) -> Link {
+    pub fn new(addr: String, target: u64, settings: Settings) -> Link {
         Link {
             addr,
+            target,
             settings,
             conn: tokio::sync::Mutex::new(None),
             next_id: AtomicU64::new(1),
@@ -238,11 +243,28 @@ impl Link {
     async fn dial(&self) -> Result<Conn, LinkError> {
         let addr = self.addr.clone();
         let connect = TcpStream::connect(addr.as_str());
-        let mut stream = tokio::time::timeout(self.settings.rpc_timeout, connect)
+        let stream = tokio::time::timeout(self.settings.rpc_timeout, connect)
             .await
             .map_err(|_| LinkError::Timeout { addr: addr.clone(), after: self.settings.rpc_timeout })?
             .map_err(|err| LinkError::Connect { addr: addr.clone(), err })?;
         let _ = stream.set_nodelay(true);
+        let Some(tls) = &self.settings.tls else { return self.open(stream).await };
+        // The member we mean to reach must be the one its certificate names.
+        let handshake = tls.connector().connect(crate::tls::member_name(self.target), stream);
+        let stream = tokio::time::timeout(self.settings.rpc_timeout, handshake)
+            .await
+            .map_err(|_| LinkError::Timeout { addr: addr.clone(), after: self.settings.rpc_timeout })?
+            .map_err(|err| LinkError::Connect { addr: addr.clone(), err })?;
+        self.open(stream).await
+    }
+
+    /// The cluster-secret handshake on a connected stream, then the tasks
+    /// that write requests and read responses.
+    async fn open<S>(&self, mut stream: S) -> Result<Conn, LinkError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let addr = self.addr.clone();
         let max = self.settings.max_frame_bytes;
         let handshake = async {
             let Some(Frame::Challenge { nonce }) = read_frame(&mut stream, max).await? else {
@@ -259,7 +281,7 @@ impl Link {
         tokio::time::timeout(self.settings.rpc_timeout, handshake)
             .await
             .map_err(|_| LinkError::Timeout { addr: addr.clone(), after: self.settings.rpc_timeout })??;
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, mut wr) = tokio::io::split(stream);
         let pending: Pending = Arc::default();
         let closed = CancellationToken::new();
         let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Req)>();
@@ -368,8 +390,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: u64, node: &NodeInfo) -> Peer {
         Peer {
             target,
-            link: Link::new(node.raft_addr.clone(), self.settings.clone()),
-            snapshot_link: Link::new(node.raft_addr.clone(), self.settings.clone()),
+            link: Link::new(node.raft_addr.clone(), target, self.settings.clone()),
+            snapshot_link: Link::new(node.raft_addr.clone(), target, self.settings.clone()),
             settings: self.settings.clone(),
         }
     }

@@ -15,7 +15,6 @@ pub mod dispatch;
 pub mod fourlw;
 pub mod peers;
 pub mod sessions;
-pub mod tls;
 pub mod watches;
 
 use openraft::async_runtime::WatchReceiver;
@@ -77,7 +76,7 @@ pub enum StartError {
     #[error("wasm plugin engine: {0}")]
     Plugins(String),
     #[error("secure client port: {0}")]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Request counts and latencies, for the four-letter words and metrics.
@@ -187,7 +186,7 @@ pub struct Node {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The secure port's TLS settings, read at open (so that bad files stop
     /// the start), used by `serve`.
-    tls: Option<tls::Tls>,
+    tls: Option<crate::tls::Tls>,
 }
 
 fn raft_config(c: &Config) -> Result<openraft::Config, StartError> {
@@ -228,7 +227,7 @@ impl Node {
         if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
             tracing::warn!("could not raise the open-file limit: {e}");
         }
-        let tls = tls::Tls::from_config(&config)?;
+        let tls = crate::tls::Tls::from_config(&config)?;
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|err| StartError::DataDir { path: dir.display().to_string(), err })?;
         let state = Arc::new(StateDb::open(
@@ -246,7 +245,7 @@ impl Node {
         let dispatch = Arc::new(Dispatcher::new(config.node_id, liveness.clone(), state.applied_index()));
         let sm = StateMachine::new(state.clone(), dispatch.clone(), dir.join("snapshots"))
             .map_err(|err| StartError::DataDir { path: dir.display().to_string(), err })?;
-        let transport = peers::settings(&config);
+        let transport = peers::settings(&config)?;
         let network = Network { settings: transport.clone() };
         let raft = Raft::new(config.node_id, Arc::new(raft_config(&config)?), network, log, sm)
             .await
@@ -369,7 +368,7 @@ impl Node {
             let local = secure.local_addr().map_err(|err| StartError::Listen { addr: addr.to_string(), err })?;
             let tls = Arc::new(tls);
             let every = Duration::from_millis(s.config.tls_reload_interval_ms.max(10));
-            self.tasks.push(tokio::spawn(tls::reload_loop(tls.clone(), every, self.shutdown.clone())));
+            self.tasks.push(tokio::spawn(crate::tls::reload_loop(tls.clone(), every, self.shutdown.clone())));
             self.tasks.push(tokio::spawn(accept_loop(s.clone(), secure, Some(tls), self.shutdown.clone())));
             tracing::info!(%local, "serving ZooKeeper clients over TLS");
         }
@@ -422,7 +421,12 @@ impl Node {
 }
 
 /// Accepts client connections, over TLS when `tls` is given.
-async fn accept_loop(s: Arc<Shared>, listener: TcpListener, tls: Option<Arc<tls::Tls>>, stop: CancellationToken) {
+async fn accept_loop(
+    s: Arc<Shared>,
+    listener: TcpListener,
+    tls: Option<Arc<crate::tls::Tls>>,
+    stop: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -456,7 +460,7 @@ async fn accept_loop(s: Arc<Shared>, listener: TcpListener, tls: Option<Arc<tls:
                 Err(_) => return tracing::info!(%peer, "TLS handshake timed out"),
             };
             let mut ids = Vec::new();
-            if let Some(subject) = tls::client_subject(stream.get_ref().1) {
+            if let Some(subject) = crate::tls::client_subject(stream.get_ref().1) {
                 if s.config.tls_superuser_dn.as_deref() == Some(subject.as_str()) {
                     ids.push(crate::proto::data::Id::new("super", ""));
                 }

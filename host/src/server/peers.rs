@@ -44,7 +44,21 @@ pub async fn listen(s: Arc<Shared>, listener: TcpListener, stop: CancellationTok
         };
         let s = s.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_peer(s, stream).await {
+            let _ = stream.set_nodelay(true);
+            let served = match s.transport.tls.clone() {
+                None => serve_peer(s, stream, peer, |_, _| true).await,
+                Some(tls) => match tokio::time::timeout(s.transport.rpc_timeout, tls.acceptor().accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let names = |st: &tokio_rustls::server::TlsStream<TcpStream>, from| {
+                            crate::tls::names_member(st.get_ref().1, from)
+                        };
+                        serve_peer(s, stream, peer, names).await
+                    }
+                    Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+                    Err(_) => Err("TLS handshake timed out".into()),
+                },
+            };
+            if let Err(e) = served {
                 tracing::info!(%peer, "raft peer connection ended: {e}");
             }
         });
@@ -59,8 +73,18 @@ struct Receiving {
     file: File,
 }
 
-async fn serve_peer(s: Arc<Shared>, mut stream: TcpStream) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
+/// Serves one member's connection: the cluster-secret handshake, then its
+/// requests. `names(stream, from)` says whether what the transport proved
+/// (a TLS certificate) names the member the handshake claims to be.
+async fn serve_peer<S>(
+    s: Arc<Shared>,
+    mut stream: S,
+    peer: std::net::SocketAddr,
+    names: impl FnOnce(&S, u64) -> bool,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let settings = s.transport.clone();
     let max = settings.max_frame_bytes;
     let nonce: [u8; 32] = rand::random();
@@ -71,13 +95,18 @@ async fn serve_peer(s: Arc<Shared>, mut stream: TcpStream) -> Result<(), String>
         // The dialler gave up (its call was cancelled): not an intrusion.
         Ok(Ok(None)) => return Ok(()),
         _ => {
-            tracing::warn!(peer = ?stream.peer_addr().ok(), "refused a raft peer: bad handshake (wrong cluster secret?)");
+            tracing::warn!(%peer, "refused a raft peer: bad handshake (wrong cluster secret?)");
             metrics::counter!("corral_raft_handshakes_refused_total").increment(1);
             return Err("bad handshake".into());
         }
     };
+    if !names(&stream, from) {
+        tracing::warn!(%peer, from, "refused a raft peer: its certificate does not name member-{from}");
+        metrics::counter!("corral_raft_handshakes_refused_total").increment(1);
+        return Err("certificate names another member".into());
+    }
     write_frame(&mut stream, &Frame::Welcome).await.map_err(|e| e.to_string())?;
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Resp)>();
     tokio::spawn(async move {
         while let Some((id, resp)) = rx.recv().await {
@@ -279,7 +308,7 @@ impl Forwarder {
                 Some((key, link)) if *key == (leader, term) => link.clone(),
                 _ => {
                     // Dropping the old link fails whatever waits on it.
-                    let link = Arc::new(Link::new(addr, s.transport.clone()));
+                    let link = Arc::new(Link::new(addr, leader, s.transport.clone()));
                     *guard = Some(((leader, term), link.clone()));
                     link
                 }
@@ -523,15 +552,16 @@ pub async fn report_loop(s: Arc<Shared>, stop: CancellationToken) {
 }
 
 /// The transport settings of this node.
-pub fn settings(c: &crate::config::Config) -> Settings {
-    Settings {
+pub fn settings(c: &crate::config::Config) -> Result<Settings, crate::tls::TlsError> {
+    Ok(Settings {
+        tls: crate::tls::PeerTls::from_config(c)?.map(Arc::new),
         node: c.node_id,
         secret: c.cluster_secret.as_bytes().into(),
         max_frame_bytes: c.max_append_bytes as usize + c.snapshot_chunk_bytes as usize + (1 << 20),
         max_append_bytes: c.max_append_bytes as usize,
         snapshot_chunk_bytes: c.snapshot_chunk_bytes as usize,
         rpc_timeout: Duration::from_millis(c.raft_rpc_timeout_ms),
-    }
+    })
 }
 
 /// The members a fresh cluster starts with.

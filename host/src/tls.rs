@@ -1,22 +1,27 @@
-//! TLS on the ZooKeeper port (ZooKeeper's `secureClientPort`): rustls with
-//! the certificate, key and client CA from PEM files, re-read when they
-//! change, and the `x509` identity of a client that shows a certificate.
+//! TLS, with rustls and PEM files:
 //!
-//! Client certificates are verified against the configured CA and nothing
-//! else: no host name is looked up, forward or reverse (ZooKeeper's
-//! CVE-2026-24281 came from a reverse-DNS fallback).
+//! - on the ZooKeeper port ([`Tls`], ZooKeeper's `secureClientPort`): the
+//!   certificate, key and client CA re-read when they change, and the
+//!   `x509` identity of a client that shows a certificate;
+//! - between members ([`PeerTls`]): mutual TLS, where each member's
+//!   certificate names it (`member-<id>` as a DNS subject alternative
+//!   name), and a member must be the one its certificate names.
+//!
+//! Certificates are verified against the configured CA and nothing else: no
+//! host name is looked up, forward or reverse (ZooKeeper's CVE-2026-24281
+//! came from a reverse-DNS fallback).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
-use rustls::RootCertStore;
-use rustls::ServerConfig;
+use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use tokio_rustls::TlsAcceptor;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClientAuth, Config};
@@ -138,16 +143,89 @@ fn build(files: &Files) -> Result<ServerConfig, TlsError> {
         (ClientAuth::None, _) => builder.with_no_client_auth(),
         (_, None) => return Err(TlsError::Settings("tls_client_auth want or need needs tls_ca_file".into())),
         (auth, Some(ca)) => {
-            let mut roots = RootCertStore::empty();
-            for c in certs(ca)? {
-                roots.add(c).map_err(|e| file_err(ca, e))?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider);
             let verifier = if auth == ClientAuth::Want { verifier.allow_unauthenticated() } else { verifier };
             builder.with_client_cert_verifier(verifier.build().map_err(|e| file_err(ca, e))?)
         }
     };
     builder.with_single_cert(chain, key).map_err(|e| file_err(&files.cert, format!("with its key: {e}")))
+}
+
+/// Mutual TLS between members.
+pub struct PeerTls {
+    acceptor: TlsAcceptor,
+    connector: TlsConnector,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerTls")
+    }
+}
+
+impl PeerTls {
+    /// Reads `peer_tls_*`; `None` when members talk plain TCP.
+    pub fn from_config(config: &Config) -> Result<Option<PeerTls>, TlsError> {
+        let (Some(cert), Some(key), Some(ca)) =
+            (&config.peer_tls_cert_file, &config.peer_tls_key_file, &config.peer_tls_ca_file)
+        else {
+            return Ok(None);
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let roots = Arc::new(roots(ca)?);
+        let key_of = || PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e));
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| file_err(ca, e))?;
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Settings(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs(cert)?, key_of()?)
+            .map_err(|e| file_err(cert, format!("with its key: {e}")))?;
+        let client = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Settings(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs(cert)?, key_of()?)
+            .map_err(|e| file_err(cert, format!("with its key: {e}")))?;
+        Ok(Some(PeerTls {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            connector: TlsConnector::from(Arc::new(client)),
+        }))
+    }
+
+    pub fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+
+    pub fn connector(&self) -> &TlsConnector {
+        &self.connector
+    }
+}
+
+/// The name a member's certificate carries: `member-<id>`.
+pub fn member_name(id: u64) -> ServerName<'static> {
+    ServerName::try_from(format!("member-{id}")).expect("member-<id> is a valid DNS name")
+}
+
+/// Does the certificate the peer showed name member `id`? Exactly: a DNS
+/// subject alternative name `member-<id>`, nothing looser (ZooKeeper's
+/// CVE-2023-44981 let an identity missing a part pass the check).
+pub fn names_member(conn: &rustls::ServerConnection, id: u64) -> bool {
+    let Some(leaf) = conn.peer_certificates().and_then(|c| c.first()) else { return false };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else { return false };
+    let want = format!("member-{id}");
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return false };
+    san.value.general_names.iter().any(|n| matches!(n, x509_parser::extensions::GeneralName::DNSName(d) if *d == want))
+}
+
+fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in certs(ca)? {
+        roots.add(c).map_err(|e| file_err(ca, e))?;
+    }
+    Ok(roots)
 }
 
 /// The subject of the client's certificate, written as RFC 2253 and Java's
