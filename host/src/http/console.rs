@@ -1,5 +1,6 @@
 //! The web console: static files under `host/console/`, compiled into the
-//! binary, served at `/`.
+//! binary (debug builds too: `debug-embed`), served at `/`. A file added
+//! there is picked up by the next build once this file is touched.
 //!
 //! The console is a client of the admin API like any other: it sends the
 //! token the user typed as `Authorization: Bearer`, and the server decides
