@@ -272,3 +272,133 @@ fn a_double_barrier_and_a_group_count_concurrent_participants_on_every_member_ex
     assert_eq!(raws[4].call(3, 3, Jute::default().str("/stage/ready").bool(false)).err, -101);
     c.converged();
 }
+
+/// Deploys a validator or trigger bound to `bind`.
+fn deploy_bound(api: &str, name: &str, bind: &str) {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/target/components/current/{name}.wasm"));
+    let code = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}: run plugins/build.sh first", p.display()));
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent
+        .put(format!("{api}/api/v1/plugins/{name}?bind={bind}"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .send(&code[..])
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.body_mut().read_to_string().unwrap());
+}
+
+/// A `sync`, so that this member has applied what was committed before.
+fn sync(raw: &mut Raw, path: &str) {
+    assert_eq!(raw.call(9, 9, Jute::default().str(path)).err, 0);
+}
+
+/// Calls a query plugin on the member `raw` is connected to (opcode 4097).
+fn query(raw: &mut Raw, plugin: &str, args: Value) -> Value {
+    let f = raw.call(8, 4097, Jute::default().str(plugin).buf(Some(args.to_string().as_bytes())));
+    assert_eq!(f.err, 0, "ZooKeeper error {}", f.err);
+    let n = i32::from_be_bytes(f.body[4..8].try_into().unwrap()) as usize;
+    let payload = String::from_utf8_lossy(&f.body[8..8 + n]).into_owned();
+    assert_eq!(i32::from_be_bytes(f.body[0..4].try_into().unwrap()), 0, "{plugin}: {payload}");
+    serde_json::from_str(&payload).unwrap()
+}
+
+/// `getChildren` of `path`, sorted.
+fn children(raw: &mut Raw, path: &str) -> Vec<String> {
+    let f = raw.call(10, 8, Jute::default().str(path).bool(false));
+    assert_eq!(f.err, 0, "getChildren {path}: {}", f.err);
+    let count = i32::from_be_bytes(f.body[0..4].try_into().unwrap()) as usize;
+    let mut at = 4;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let n = i32::from_be_bytes(f.body[at..at + 4].try_into().unwrap()) as usize;
+        out.push(String::from_utf8_lossy(&f.body[at + 4..at + 4 + n]).into_owned());
+        at += 4 + n;
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn the_registry_answers_healthy_instances_on_every_member_and_forgets_a_session_that_ends() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, &[], false);
+    deploy(&c.nodes[0].api(), "registry");
+    deploy(&c.nodes[0].api(), "registry_healthy");
+    let mut clients: Vec<Raw> = c.nodes.iter().map(|n| Raw::connect(n.client, 10_000)).collect();
+    assert_eq!(clients[0].call(1, 1, Jute::default().str("/services").buf(Some(b"")).open_acl().int(0)).err, 0);
+    // One instance registered from each member, by its own session.
+    for (i, raw) in clients.iter_mut().enumerate() {
+        let args = json!({"op": "register", "service": "api", "instance": format!("i{}", i + 1),
+                          "address": format!("10.0.0.{}:80", i + 1), "meta": {"zone": i}});
+        assert_eq!(recipe(raw, "registry", args).0["registered"], format!("/services/api/i{}", i + 1));
+    }
+    // Another session cannot take over an instance.
+    let f = clients[1].call(
+        7,
+        4096,
+        Jute::default().str("registry").buf(Some(
+            json!({"op": "register", "service": "api", "instance": "i1", "address": "evil:1"}).to_string().as_bytes(),
+        )),
+    );
+    let n = i32::from_be_bytes(f.body[4..8].try_into().unwrap()) as usize;
+    assert!(String::from_utf8_lossy(&f.body[8..8 + n]).contains("registered by another session"));
+    // A failed health check, recorded through the log, hides i2 everywhere.
+    recipe(&mut clients[1], "registry", json!({"op": "health", "service": "api", "instance": "i2", "healthy": false}));
+    for raw in clients.iter_mut() {
+        sync(raw, "/services");
+        let healthy = query(raw, "registry_healthy", json!({"service": "api"}));
+        let names: Vec<&str> =
+            healthy["instances"].as_array().unwrap().iter().map(|i| i["instance"].as_str().unwrap()).collect();
+        assert_eq!(names, ["i1", "i3"], "{healthy}");
+        assert_eq!(healthy["instances"][1]["address"], "10.0.0.3:80");
+    }
+    // i3's session ends: its instance goes with it, on every member.
+    let mut gone = clients.pop().unwrap();
+    gone.send(99, -11, Jute::default());
+    assert!(gone.recv().is_some(), "closeSession answered");
+    for raw in clients.iter_mut() {
+        sync(raw, "/services");
+        let healthy = query(raw, "registry_healthy", json!({"service": "api"}));
+        assert_eq!(healthy["instances"].as_array().unwrap().len(), 1, "{healthy}");
+        assert_eq!(children(raw, "/services/api"), ["i1", "i2"]);
+    }
+    c.converged();
+}
+
+#[test]
+fn validated_configuration_keeps_every_value_it_took_on_every_member() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, &[], false);
+    deploy_bound(&c.nodes[0].api(), "json_schema", "/config");
+    deploy_bound(&c.nodes[0].api(), "config_history", "/config");
+    let mut clients: Vec<Raw> = c.nodes.iter().map(|n| Raw::connect(n.client, 10_000)).collect();
+    let create = |raw: &mut Raw, path: &str, data: &str| {
+        raw.call(2, 1, Jute::default().str(path).buf(Some(data.as_bytes())).open_acl().int(0)).err
+    };
+    let set = |raw: &mut Raw, path: &str, data: &str| {
+        raw.call(3, 5, Jute::default().str(path).buf(Some(data.as_bytes())).int(-1)).err
+    };
+    assert_eq!(create(&mut clients[0], "/config", ""), 0);
+    let schema = r#"{"type":"object","required":["port"],"properties":{"port":{"type":"integer","minimum":1}}}"#;
+    assert_eq!(create(&mut clients[0], "/config/.schema", schema), 0);
+    // Writes from every member; the invalid ones are vetoed (BadArguments)
+    // and leave no history.
+    assert_eq!(create(&mut clients[0], "/config/web", r#"{"port":80}"#), 0);
+    assert_eq!(set(&mut clients[1], "/config/web", r#"{"port":81}"#), 0);
+    assert_eq!(set(&mut clients[2], "/config/web", r#"{"host":"no port"}"#), -8);
+    assert_eq!(set(&mut clients[2], "/config/web", r#"{"port":0}"#), -8);
+    assert_eq!(set(&mut clients[2], "/config/web", r#"{"port":8080}"#), 0);
+    assert_eq!(clients[1].call(4, 2, Jute::default().str("/config/web").int(-1)).err, 0);
+    for raw in clients.iter_mut() {
+        sync(raw, "/config");
+        assert_eq!(
+            children(raw, "/config/.history"),
+            ["web-0000000000", "web-0000000001", "web-0000000002", "web-deleted-0000000003"]
+        );
+        let f = raw.call(5, 4, Jute::default().str("/config/.history/web-0000000002").bool(false));
+        let n = i32::from_be_bytes(f.body[0..4].try_into().unwrap()) as usize;
+        assert_eq!(&f.body[4..4 + n], br#"{"port":8080}"#);
+    }
+    c.converged();
+}
