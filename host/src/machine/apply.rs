@@ -311,8 +311,7 @@ impl Apply<'_, '_> {
                     return Ok((Reply::None, None));
                 };
                 let id = session_id(origin.node, self.index);
-                let timeout_ms =
-                    (*timeout_ms).clamp(init.config.min_session_timeout_ms, init.config.max_session_timeout_ms);
+                let timeout_ms = init.config.negotiate(*timeout_ms);
                 let owner = Owner { node: origin.node, conn: if *http { 0 } else { origin.conn } };
                 let session = Session { timeout_ms, owner, http: *http };
                 self.tables.write_session(self.meta, id, Some(&session))?;

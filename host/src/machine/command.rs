@@ -73,6 +73,17 @@ pub struct ClusterConfig {
     pub superuser_digest: Option<String>,
 }
 
+impl ClusterConfig {
+    /// A session timeout negotiated into the cluster's bounds. Config
+    /// validation keeps min ≤ max; an entry that says otherwise (a corrupt
+    /// or hostile log, which the fuzzer produced) still gets an answer, not
+    /// a panic.
+    pub fn negotiate(&self, timeout_ms: i32) -> i32 {
+        let (lo, hi) = (self.min_session_timeout_ms, self.max_session_timeout_ms);
+        timeout_ms.clamp(lo.min(hi), lo.max(hi))
+    }
+}
+
 /// Every kind of change to the replicated state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
@@ -270,5 +281,27 @@ impl fmt::Display for Command {
                 write!(f, "0x{session:x}: {what}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClusterConfig;
+
+    #[test]
+    fn session_timeouts_are_negotiated_even_between_crossed_bounds() {
+        let config = |min, max| ClusterConfig {
+            min_session_timeout_ms: min,
+            max_session_timeout_ms: max,
+            max_data_bytes: 1,
+            extended_types: false,
+            superuser_digest: None,
+        };
+        assert_eq!(config(4000, 40000).negotiate(100), 4000);
+        assert_eq!(config(4000, 40000).negotiate(1 << 30), 40000);
+        assert_eq!(config(4000, 40000).negotiate(10000), 10000);
+        // The fuzzer's entry: min -1, max -7747.
+        assert_eq!(config(-1, -7747).negotiate(30000), -1);
+        assert_eq!(config(-1, -7747).negotiate(-9000), -7747);
     }
 }
