@@ -2,10 +2,12 @@
 """A distributed queue: Corral's `queue` recipe (an atomic take, one round
 trip) against kazoo's client-side Queue (list the children, read the
 lowest, race to delete it) on the same Corral node and on Apache ZooKeeper
-3.8. Producers and consumers run together for a fixed time; then the queue
-is drained and every item is checked to have been taken exactly once.
+3.8. Producers and consumers run together for a fixed time (a consumer that
+finds the queue empty watches its children before asking again); then the
+queue is drained and every item is checked to have been taken exactly
+once.
 
-    plugins/build.sh && cargo build --release -p corral && bench/.work/venv/bin/python bench/queue.py
+    plugins/build.sh && cargo build --release -p corral && bench/.work/venv/bin/python bench/queues.py
 
 Writes docs/perf/queue.json; logs the disk's fsync rate beside it.
 """
@@ -36,9 +38,25 @@ def recipe(z, args):
     return json.loads(payload)
 
 
+def wait_for_items(z, path):
+    """What a consumer of an empty queue does: reads the queue's children
+    (a local read, not a log entry) with a watch, and waits for the watch
+    (up to 100 ms) while there are none, instead of asking again at once."""
+    changed = threading.Event()
+    try:
+        if z.get_children(path, watch=lambda e: changed.set()):
+            return
+    except Exception:  # the queue node does not exist yet
+        pass
+    changed.wait(0.1)
+
+
 class RecipeQueue:
     def __init__(self, z, path):
         self.z, self.path = z, path
+
+    def wait(self):
+        wait_for_items(self.z, self.path)
 
     def put(self, data):
         recipe(self.z, {"op": "put", "queue": self.path, "data": data.decode()})
@@ -50,7 +68,10 @@ class RecipeQueue:
 
 class KazooQueue:
     def __init__(self, z, path):
-        self.q = z.Queue(path)
+        self.z, self.path, self.q = z, path, z.Queue(path)
+
+    def wait(self):
+        wait_for_items(self.z, self.path)
 
     def put(self, data):
         self.q.put(data)
@@ -82,7 +103,7 @@ def run(hosts, producers, consumers, make, path):
             t = time.perf_counter()
             item = q.get()
             if item is None:
-                time.sleep(0.001)
+                q.wait()
                 continue
             with lock:
                 lat.append(time.perf_counter() - t)
