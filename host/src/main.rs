@@ -92,6 +92,10 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    // Until `serve` can handle them, SIGTERM and SIGINT wait, pending: a
+    // stop asked for in a server's first milliseconds is neither lost nor
+    // allowed to kill it half-started. Other commands keep the defaults.
+    hold_stop_signals(true);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -102,6 +106,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        hold_stop_signals(false);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -142,17 +149,30 @@ fn exit(r: Result<(), corral::cli::CliError>) -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // First of all: from here on SIGTERM and Ctrl-C stop the node cleanly,
+    // also while it starts (before, the signal's default action killed it).
+    let stop = stop_signal()?;
+    tokio::pin!(stop);
+    // Now handled: let them through (one that came early is delivered now).
+    hold_stop_signals(false);
     let config = Config::load(args.config.as_deref(), &args)?;
     let prometheus =
         corral::http::prometheus_builder().install_recorder().map_err(|e| anyhow::anyhow!("metrics recorder: {e}"))?;
     let http_addr = config.http_addr;
-    let mut node = Node::open(config).await?;
+    let mut node = tokio::select! {
+        node = Node::open(config) => node?,
+        _ = &mut stop => return stopped_while_starting(None).await,
+    };
     let http =
         tokio::net::TcpListener::bind(http_addr).await.map_err(|e| anyhow::anyhow!("listening on {http_addr}: {e}"))?;
     let http_local = http.local_addr()?;
     let router = corral::http::router(node.shared.clone(), prometheus);
     let http_task = tokio::spawn(async move { axum::serve(http, router).await });
-    if let Some(token) = node.recover().await? {
+    let recovered = tokio::select! {
+        r = node.recover() => r?,
+        _ = &mut stop => return stopped_while_starting(Some(node)).await,
+    };
+    if let Some(token) = recovered {
         println!("corral: initialized a new cluster; its admin token (shown only now, store it):");
         println!("corral: admin token: {token}");
     }
@@ -164,7 +184,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     println!("corral: web console on http://{console}/ (log in with a token)");
     tokio::select! {
-        _ = wait_for_signal() => {}
+        _ = &mut stop => {}
         why = node.failed() => {
             // Applying stopped because going on could diverge from the
             // other members: restarting would stop at the same entry.
@@ -220,11 +240,44 @@ fn restart_process() -> std::io::Error {
     }
 }
 
-async fn wait_for_signal() {
-    let mut term =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler installs");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Blocks (`true`) or unblocks SIGTERM and SIGINT for the calling thread
+/// and the threads it starts afterwards (the runtime's workers are started
+/// while they are blocked, so they never take them; the main thread does,
+/// once it unblocks them).
+fn hold_stop_signals(hold: bool) {
+    // SAFETY: a sigset_t is plain data that sigemptyset initialises, and
+    // pthread_sigmask only reads it; neither call can fail with these
+    // arguments.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let how = if hold { libc::SIG_BLOCK } else { libc::SIG_UNBLOCK };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
     }
+}
+
+/// Resolves at SIGTERM or SIGINT. Both are registered when this is called,
+/// not when it is first polled.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
+}
+
+/// A stop asked for while the node was starting: what was opened is closed
+/// in order, and the process exits successfully.
+async fn stopped_while_starting(node: Option<Node>) -> anyhow::Result<()> {
+    tracing::info!("asked to stop while starting; stopping");
+    if let Some(node) = node {
+        node.shutdown().await;
+    }
+    Ok(())
 }
