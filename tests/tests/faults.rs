@@ -256,3 +256,95 @@ fn members_whose_wall_clocks_are_hours_apart_stay_consistent() {
     });
     workload::check(&mut c, h, KEYS);
 }
+
+/// The kinds of fault the nemesis injects.
+const KINDS: [&str; 4] = ["kill -9", "SIGSTOP", "fsync EIO", "partition"];
+
+/// Five members under a seeded mix of every fault above, one at a time,
+/// each held for 0.3–2 s and then healed, while the workload runs. The test
+/// command runs it for 20 s; a soak sets `SOAK_SECS` (and `SOAK_SEED` to
+/// replay one): `SOAK_SECS=1800 cargo test -p corral-tests --test faults
+/// five_members -- --nocapture`.
+#[test]
+fn five_members_under_mixed_faults_lose_nothing_and_recover() {
+    use rand::{Rng, SeedableRng};
+    let _s = serial();
+    let secs: u64 = std::env::var("SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let seed: u64 = std::env::var("SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("nemesis: {secs} s, seed {seed} (SOAK_SEED={seed} replays the same sequence of faults)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let shim = fsync_shim();
+    let dir = tempfile::tempdir().unwrap();
+    let flag = |i: usize| dir.path().join(format!("fail-fsync-{}", i + 1));
+    let mut c = Cluster::start_prepared(dir.path(), 5, &[], true, |i, n| {
+        n.env("LD_PRELOAD", shim.to_str().unwrap());
+        n.env("FAILFSYNC_FLAG", flag(i).to_str().unwrap());
+    });
+    workload::setup(c.nodes[0].client, KEYS);
+    let servers = c.clients();
+    let mut injected = [0u32; 4];
+    let mut recovery: Vec<Duration> = Vec::new();
+    let started = std::time::Instant::now();
+    let h = workload::run(&servers, 10, KEYS, |clock| {
+        more_writes(clock, 200, Duration::from_secs(20));
+        while started.elapsed() < Duration::from_secs(secs) {
+            let kind = rng.random_range(0..KINDS.len());
+            let victim = rng.random_range(0..5);
+            let hold = Duration::from_millis(rng.random_range(300..2000));
+            match kind {
+                0 => {
+                    c.nodes[victim].kill9();
+                    std::thread::sleep(hold);
+                    c.nodes[victim].restart();
+                }
+                1 => {
+                    signal(&c.nodes[victim], "STOP");
+                    std::thread::sleep(hold);
+                    signal(&c.nodes[victim], "CONT");
+                }
+                2 => {
+                    std::fs::write(flag(victim), b"").unwrap();
+                    fail_stopped(&mut c, victim, "Input/output error");
+                    std::thread::sleep(hold);
+                    std::fs::remove_file(flag(victim)).unwrap();
+                    c.nodes[victim].restart();
+                }
+                _ => {
+                    let proxy = c.proxy.as_ref().unwrap();
+                    proxy.isolate(victim as u64 + 1, 5);
+                    std::thread::sleep(hold);
+                    proxy.heal();
+                }
+            }
+            injected[kind] += 1;
+            // Recovered: the cluster acknowledges writes again, and the
+            // victim has applied everything committed when the fault ended.
+            let healed = std::time::Instant::now();
+            let leader = c.leader();
+            let target = c.view(leader).and_then(|v| v["committed_index"].as_u64()).unwrap_or(0);
+            more_writes(clock, 20, Duration::from_secs(30));
+            assert!(
+                eventually(Duration::from_secs(30), || {
+                    c.view(victim).and_then(|v| v["applied_index"].as_u64()).is_some_and(|a| a >= target)
+                }),
+                "member {} did not catch up after {}",
+                victim + 1,
+                KINDS[kind]
+            );
+            recovery.push(healed.elapsed());
+        }
+    });
+    let report = workload::check(&mut c, h, KEYS);
+    recovery.sort();
+    let faults: Vec<String> = KINDS.iter().zip(injected).map(|(k, n)| format!("{k} {n}")).collect();
+    eprintln!(
+        "nemesis: {} s, seed {seed}: {} writes acknowledged, 0 lost, 0 checker violations; faults: {}; \
+         recovery (writes acknowledged again and the victim caught up) p50 {:?}, max {:?}",
+        started.elapsed().as_secs(),
+        report.ok_writes,
+        faults.join(", "),
+        recovery[recovery.len() / 2],
+        recovery.last().unwrap()
+    );
+    assert!(injected.iter().sum::<u32>() >= 4, "too few faults to mean anything: {injected:?}");
+}
