@@ -50,9 +50,14 @@ fn recipe(raw: &mut Raw, plugin: &str, args: Value) -> (Value, i64) {
 /// Acquires, polling (a real client would watch `waiting_for`); returns the
 /// node and the zxid at which the lock was taken.
 fn acquire(raw: &mut Raw, lock: &str) -> (String, i64) {
+    acquire_as(raw, lock, "write")
+}
+
+/// Acquires in `mode` (`read` or `write`).
+fn acquire_as(raw: &mut Raw, lock: &str, mode: &str) -> (String, i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (v, zxid) = lock_call(raw, json!({"op": "acquire", "lock": lock}));
+        let (v, zxid) = lock_call(raw, json!({"op": "acquire", "lock": lock, "mode": mode}));
         if v["acquired"] == true {
             return (v["node"].as_str().unwrap().to_owned(), zxid);
         }
@@ -98,6 +103,48 @@ fn the_lock_recipe_excludes_mutually_under_concurrent_clients_on_every_member() 
             w[0].1
         );
     }
+    c.converged();
+}
+
+#[test]
+fn the_read_write_lock_shares_reads_and_excludes_writes_on_every_member() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, &[], false);
+    deploy(&c.nodes[0].api(), "lock");
+    let clients: Vec<_> = c.clients();
+    // (taken, released, client, writer?)
+    let holds: Mutex<Vec<(i64, i64, usize, bool)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for k in 0..6 {
+            let (addr, holds) = (clients[k % 3], &holds);
+            s.spawn(move || {
+                let mut raw = Raw::connect(addr, 5000);
+                for i in 0..10 {
+                    // Clients 4 and 5 write; the others mostly read.
+                    let writer = k >= 4 || (k + i) % 7 == 0;
+                    let (node, taken) = acquire_as(&mut raw, "/rw", if writer { "write" } else { "read" });
+                    std::thread::sleep(Duration::from_millis(if writer { 1 } else { 5 }));
+                    let (v, released) = lock_call(&mut raw, json!({"op": "release", "node": node}));
+                    assert_eq!(v["released"], true);
+                    holds.lock().unwrap().push((taken, released, k, writer));
+                }
+            });
+        }
+    });
+    let holds = holds.into_inner().unwrap();
+    assert_eq!(holds.len(), 60);
+    let overlap = |a: &(i64, i64, usize, bool), b: &(i64, i64, usize, bool)| a.0 < b.1 && b.0 < a.1;
+    let mut shared = 0;
+    for (i, a) in holds.iter().enumerate() {
+        for b in &holds[i + 1..] {
+            if overlap(a, b) {
+                assert!(!a.3 && !b.3, "a writer held the lock with another: {a:?} and {b:?}");
+                shared += 1;
+            }
+        }
+    }
+    assert!(shared > 0, "readers never held the lock together: it is not shared");
     c.converged();
 }
 
