@@ -315,3 +315,39 @@ def test_a_c_validator_vetoes_kazoo_writes(node):
             z.create("/hosts/" + bad)
     assert z.get_children("/hosts") == ["web-1"]
     z.stop()
+
+
+def wait_until(predicate, seconds=5):
+    deadline = time.time() + seconds
+    while not predicate() and time.time() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_queue_and_counter_nodes_are_watched_by_kazoo(node):
+    deploy(node, "queue", "queue")
+    deploy(node, "counter", "counter")
+    worker, watcher = connect(node), connect(node)
+    try:
+        # Queue items are sequential children: a ChildrenWatch follows puts
+        # and takes.
+        seen = []
+        put = json.loads(call(worker, "queue", b'{"op": "put", "queue": "/jobs", "data": "resize img-17"}')[1])
+        watcher.ChildrenWatch("/jobs", lambda children: seen.append(sorted(children)))
+        call(worker, "queue", b'{"op": "put", "queue": "/jobs", "data": "resize img-18"}')
+        assert wait_until(lambda: len(seen) and len(seen[-1]) == 2), seen
+        taken = json.loads(call(worker, "queue", b'{"op": "take", "queue": "/jobs"}')[1])
+        assert taken == {"item": put["item"], "data": "resize img-17"}
+        assert wait_until(lambda: seen[-1] == [seen[1][1]]), seen
+        assert watcher.get("/jobs/" + seen[1][1])[0] == b"resize img-18"
+        # A counter is a node's data: a DataWatch sees every increment.
+        values = []
+        watcher.create("/counters")
+        call(worker, "counter", b'{"path": "/counters/hits"}')
+        watcher.DataWatch("/counters/hits", lambda data, stat: values.append(data))
+        for _ in range(3):
+            call(worker, "counter", b'{"path": "/counters/hits", "by": 2}')
+        assert wait_until(lambda: values[-1:] == [b"7"]), values
+    finally:
+        worker.stop()
+        watcher.stop()
