@@ -73,6 +73,13 @@ pub struct Event {
     pub recv_seq: u64,
 }
 
+/// An ephemeral node a session created, acknowledged.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub session: i64,
+    pub path: String,
+}
+
 /// Everything a run observed.
 #[derive(Debug, Default, Clone)]
 pub struct History {
@@ -80,6 +87,12 @@ pub struct History {
     pub events: Vec<Event>,
     /// The registers as each member showed them at the end, after `sync`.
     pub finals: Vec<Vec<Option<Reg>>>,
+    /// Ephemerals the clients' sessions created (one per new session).
+    pub leases: Vec<Lease>,
+    /// At the end: the sessions still live, and every ephemeral left in the
+    /// leases' directory with its owner.
+    pub live_sessions: Vec<i64>,
+    pub final_ephemerals: Vec<(String, i64)>,
 }
 
 /// What the check found, beyond pass or fail.
@@ -90,6 +103,7 @@ pub struct Report {
     pub info_effective: usize,
     pub reads: usize,
     pub events: usize,
+    pub leases: usize,
     pub violations: Vec<String>,
 }
 
@@ -343,8 +357,29 @@ pub fn check(h: &History) -> Report {
             }
         }
     }
+    check_sessions(h, &mut r, &mut v);
     r.violations = violations;
     r
+}
+
+/// Sessions: no ephemeral outlives its session (no orphan), and no live
+/// session loses one it created.
+fn check_sessions(h: &History, r: &mut Report, v: &mut impl FnMut(String)) {
+    r.leases = h.leases.len();
+    let live: std::collections::HashSet<i64> = h.live_sessions.iter().copied().collect();
+    let left: HashMap<&str, i64> = h.final_ephemerals.iter().map(|(p, o)| (p.as_str(), *o)).collect();
+    for (path, owner) in &h.final_ephemerals {
+        if !live.contains(owner) {
+            v(format!("orphan ephemeral {path}: its session 0x{owner:x} has ended"));
+        }
+    }
+    for l in h.leases.iter().filter(|l| live.contains(&l.session)) {
+        match left.get(l.path.as_str()) {
+            Some(&owner) if owner == l.session => {}
+            Some(&owner) => v(format!("{} belongs to 0x{owner:x}, not to its creator 0x{:x}", l.path, l.session)),
+            None => v(format!("{} is gone while its session 0x{:x} lives", l.path, l.session)),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -392,7 +427,26 @@ mod tests {
             ops: vec![set(0, (1, 2), 0, "a", 10, 1), get(1, (3, 4), 0, "a", 10, 10), set(1, (5, 6), 0, "b", 11, 2)],
             events: vec![Event { client: 1, conn: 0, key: 0, zxid: 11, recv_seq: 5 }],
             finals: fin("b", 11),
+            // Session 7 lives and keeps its lease; session 8 ended, and its
+            // lease went with it.
+            leases: vec![Lease { session: 7, path: "/l/a".into() }, Lease { session: 8, path: "/l/b".into() }],
+            live_sessions: vec![7],
+            final_ephemerals: vec![("/l/a".into(), 7)],
         }
+    }
+
+    #[test]
+    fn an_orphan_ephemeral_and_a_lost_one_are_caught() {
+        let mut h = good();
+        h.final_ephemerals.push(("/l/b".into(), 8));
+        assert!(check(&h).violations.iter().any(|v| v.contains("orphan ephemeral /l/b")), "{:?}", check(&h).violations);
+        let mut h = good();
+        h.final_ephemerals.clear();
+        assert!(check(&h).violations.iter().any(|v| v.contains("/l/a is gone while its session")));
+        let mut h = good();
+        h.final_ephemerals = vec![("/l/a".into(), 9)];
+        h.live_sessions.push(9);
+        assert!(check(&h).violations.iter().any(|v| v.contains("not to its creator")));
     }
 
     #[test]

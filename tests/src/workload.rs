@@ -6,7 +6,9 @@
 //! time: `setData` of a unique value, or `getData` with a watch. When its
 //! connection breaks, the request in flight is recorded as indeterminate
 //! and the client resumes its session on the next member, with its last
-//! seen zxid, as a real client does.
+//! seen zxid, as a real client does. Each new session first leaves a lease,
+//! an ephemeral node, for the sessions check: at the end no lease may
+//! outlive its session, and no live session may have lost one.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::checker::{self, Event, History, Op, OpKind, Outcome, Reg};
+use crate::checker::{self, Event, History, Lease, Op, OpKind, Outcome, Reg};
 use crate::cluster::Cluster;
 use crate::{Jute, eventually};
 
@@ -24,6 +26,9 @@ const CREATE: i32 = 1;
 const SYNC: i32 = 9;
 /// Where the registers live.
 pub const ROOT: &str = "/history";
+/// Where each new session of the workload leaves an ephemeral (a lease),
+/// for the sessions check.
+pub const LEASES: &str = "/history-leases";
 
 pub fn key_path(key: usize) -> String {
     format!("{ROOT}/k{key}")
@@ -94,7 +99,7 @@ fn stat(b: &[u8]) -> (i32, i64) {
 /// Creates the registers, empty, through `server`.
 pub fn setup(server: SocketAddr, keys: usize) {
     let mut raw = crate::Raw::connect(server, 10_000);
-    for path in std::iter::once(ROOT.to_owned()).chain((0..keys).map(key_path)) {
+    for path in [ROOT.to_owned(), LEASES.to_owned()].into_iter().chain((0..keys).map(key_path)) {
         let f = raw.call(1, CREATE, Jute::default().str(&path).buf(Some(b"")).open_acl().int(0));
         assert!(f.err == 0 || f.err == -110, "creating {path}: error {}", f.err);
     }
@@ -120,10 +125,16 @@ impl Clock {
 }
 
 /// Runs one client until `clock.stop`; returns its operations and events.
-pub fn client(id: usize, servers: Vec<SocketAddr>, keys: usize, clock: Arc<Clock>) -> (Vec<Op>, Vec<Event>) {
+pub fn client(
+    id: usize,
+    servers: Vec<SocketAddr>,
+    keys: usize,
+    clock: Arc<Clock>,
+) -> (Vec<Op>, Vec<Event>, Vec<Lease>) {
     let timeout_ms = 4000;
     let mut ops = Vec::new();
     let mut events = Vec::new();
+    let mut leases = Vec::new();
     let mut rng = rand::rng();
     let (mut session, mut password, mut last_zxid) = (0i64, vec![0u8; 16], 0i64);
     let mut conn_no = 0u32;
@@ -135,10 +146,30 @@ pub fn client(id: usize, servers: Vec<SocketAddr>, keys: usize, clock: Arc<Clock
     while !clock.stop.load(Ordering::Relaxed) {
         let Some(c) = conn.as_mut() else {
             match Conn::open(servers[server], timeout_ms, session, &password, last_zxid) {
-                Ok(Some((c, s, p))) => {
+                Ok(Some((mut c, s, p))) => {
+                    conn_no += 1;
+                    if s != session {
+                        // A new session leaves its lease: an ephemeral that
+                        // must live exactly as long as the session.
+                        xid += 1;
+                        let path = format!("{LEASES}/c{id}-{conn_no}");
+                        let body = Jute::default().str(&path).buf(Some(b"")).open_acl().int(1);
+                        let reply = c.send(xid, CREATE, body).and_then(|()| c.read());
+                        match reply {
+                            Ok(f) if i32::from_be_bytes(f[12..16].try_into().unwrap()) == 0 => {
+                                last_zxid = last_zxid.max(i64::from_be_bytes(f[4..12].try_into().unwrap()));
+                                leases.push(Lease { session: s, path });
+                            }
+                            Ok(_) => {}
+                            Err(_) => {
+                                session = s;
+                                password = p;
+                                continue;
+                            }
+                        }
+                    }
                     session = s;
                     password = p;
-                    conn_no += 1;
                     conn = Some(c);
                 }
                 Ok(None) => {
@@ -237,7 +268,7 @@ pub fn client(id: usize, servers: Vec<SocketAddr>, keys: usize, clock: Arc<Clock
     if let Some(mut c) = conn {
         let _ = c.send(-8, -11, Jute::default());
     }
-    (ops, events)
+    (ops, events, leases)
 }
 
 /// Runs `clients` clients over `servers` while `during` runs (the faults),
@@ -254,7 +285,8 @@ pub fn run(servers: &[SocketAddr], clients: usize, keys: usize, during: impl FnO
     clock.stop.store(true, Ordering::Relaxed);
     let mut h = History::default();
     for t in handles {
-        let (ops, events) = t.join().expect("client thread");
+        let (ops, events, leases) = t.join().expect("client thread");
+        h.leases.extend(leases);
         h.ops.extend(ops);
         h.events.extend(events);
     }
@@ -294,12 +326,48 @@ pub fn check(c: &mut Cluster, mut h: History, keys: usize) -> checker::Report {
     let (index, digest) = c.converged();
     let running: Vec<SocketAddr> = c.nodes.iter_mut().filter_map(|n| n.is_running().then_some(n.client)).collect();
     h.finals = running.iter().map(|&s| final_state(s, keys)).collect();
+    let member = c.nodes.iter_mut().position(|n| n.is_running()).expect("a running member");
+    (h.live_sessions, h.final_ephemerals) = sessions_and_leases(&c.nodes[member].api());
     let r = checker::check(&h);
     eprintln!(
-        "history: {} ok writes, {} indeterminate ({} took effect), {} reads, {} events; members at index {index} digest {digest}",
-        r.ok_writes, r.info_writes, r.info_effective, r.reads, r.events
+        "history: {} ok writes, {} indeterminate ({} took effect), {} reads, {} events, {} leases; members at index {index} digest {digest}",
+        r.ok_writes, r.info_writes, r.info_effective, r.reads, r.events, r.leases
     );
     r.assert_valid();
     assert!(r.ok_writes > 100 && r.reads > 100, "too little load to mean anything: {r:?}");
     r
+}
+
+/// The live sessions, and the leases left with their owners, as one member
+/// shows them: read as children, sessions, children again, until the two
+/// listings agree (an expiry in between would delete a lease).
+fn sessions_and_leases(api: &str) -> (Vec<i64>, Vec<(String, i64)>) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(10))).build().into();
+    let get = |path: &str| -> serde_json::Value {
+        agent
+            .get(format!("{api}{path}"))
+            .header("authorization", format!("Bearer {}", crate::cluster::TOKEN))
+            .call()
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .body_mut()
+            .read_json()
+            .unwrap()
+    };
+    let hex = |v: &serde_json::Value| i64::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    let leases = || -> Vec<(String, i64)> {
+        let page = get(&format!("/api/v1/children?path={LEASES}&stat=true&limit=10000"));
+        page["children"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (format!("{LEASES}/{}", c["name"].as_str().unwrap()), hex(&c["stat"]["ephemeral_owner"])))
+            .collect()
+    };
+    loop {
+        let before = leases();
+        let live = get("/api/v1/sessions").as_array().unwrap().iter().map(|s| hex(&s["id"])).collect();
+        if leases() == before {
+            return (live, before);
+        }
+    }
 }
