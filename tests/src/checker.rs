@@ -93,6 +93,9 @@ pub struct History {
     /// leases' directory with its owner.
     pub live_sessions: Vec<i64>,
     pub final_ephemerals: Vec<(String, i64)>,
+    /// The zxid at which each lease was deleted, as far as the event
+    /// history reaches: the end of its session.
+    pub lease_ends: HashMap<String, i64>,
 }
 
 /// What the check found, beyond pass or fail.
@@ -104,6 +107,8 @@ pub struct Report {
     pub reads: usize,
     pub events: usize,
     pub leases: usize,
+    /// Sessions whose end zxid is known (their lease's deletion was seen).
+    pub session_ends: usize,
     pub violations: Vec<String>,
 }
 
@@ -362,10 +367,24 @@ pub fn check(h: &History) -> Report {
     r
 }
 
-/// Sessions: no ephemeral outlives its session (no orphan), and no live
-/// session loses one it created.
+/// Sessions: no ephemeral outlives its session (no orphan), no live
+/// session loses one it created, and nothing is acknowledged to a session
+/// after it ended (its lease's deletion, in the same entry as the end).
 fn check_sessions(h: &History, r: &mut Report, v: &mut impl FnMut(String)) {
     r.leases = h.leases.len();
+    let ends: HashMap<i64, i64> =
+        h.leases.iter().filter_map(|l| h.lease_ends.get(&l.path).map(|&z| (l.session, z))).collect();
+    r.session_ends = ends.len();
+    for op in h.ops.iter().filter(|o| o.outcome == Outcome::Ok) {
+        if let Some(&end) = ends.get(&op.session)
+            && op.zxid > end
+        {
+            v(format!(
+                "client {} was answered at zxid {} on session 0x{:x}, which ended at zxid {end}",
+                op.client, op.zxid, op.session
+            ));
+        }
+    }
     let live: std::collections::HashSet<i64> = h.live_sessions.iter().copied().collect();
     let left: HashMap<&str, i64> = h.final_ephemerals.iter().map(|(p, o)| (p.as_str(), *o)).collect();
     for (path, owner) in &h.final_ephemerals {
@@ -432,7 +451,20 @@ mod tests {
             leases: vec![Lease { session: 7, path: "/l/a".into() }, Lease { session: 8, path: "/l/b".into() }],
             live_sessions: vec![7],
             final_ephemerals: vec![("/l/a".into(), 7)],
+            lease_ends: [("/l/b".to_owned(), 20)].into(),
         }
+    }
+
+    #[test]
+    fn an_answer_after_the_session_ended_is_caught() {
+        let mut h = good();
+        let mut late = set(3, (7, 8), 0, "c", 21, 3);
+        late.session = 8;
+        h.ops.push(late);
+        h.finals = fin("c", 21);
+        let r = check(&h);
+        assert_eq!(r.session_ends, 1);
+        assert!(r.violations.iter().any(|v| v.contains("which ended at zxid 20")), "{:?}", r.violations);
     }
 
     #[test]

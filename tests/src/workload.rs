@@ -328,10 +328,12 @@ pub fn check(c: &mut Cluster, mut h: History, keys: usize) -> checker::Report {
     h.finals = running.iter().map(|&s| final_state(s, keys)).collect();
     let member = c.nodes.iter_mut().position(|n| n.is_running()).expect("a running member");
     (h.live_sessions, h.final_ephemerals) = sessions_and_leases(&c.nodes[member].api());
+    h.lease_ends = lease_deletions(c.nodes[member].http);
     let r = checker::check(&h);
     eprintln!(
-        "history: {} ok writes, {} indeterminate ({} took effect), {} reads, {} events, {} leases; members at index {index} digest {digest}",
-        r.ok_writes, r.info_writes, r.info_effective, r.reads, r.events, r.leases
+        "history: {} ok writes, {} indeterminate ({} took effect), {} reads, {} events, {} leases ({} session ends seen); \
+         members at index {index} digest {digest}",
+        r.ok_writes, r.info_writes, r.info_effective, r.reads, r.events, r.leases, r.session_ends
     );
     r.assert_valid();
     assert!(r.ok_writes > 100 && r.reads > 100, "too little load to mean anything: {r:?}");
@@ -370,4 +372,36 @@ fn sessions_and_leases(api: &str) -> (Vec<i64>, Vec<(String, i64)>) {
             return (live, before);
         }
     }
+}
+
+/// The zxid of every lease deletion the member's event history still holds
+/// (`/api/v1/events` from zxid 0): the end of each lease's session. Reads
+/// the replayed backlog until the stream goes quiet.
+fn lease_deletions(http: SocketAddr) -> std::collections::HashMap<String, i64> {
+    use std::io::BufRead;
+    let mut s = TcpStream::connect(http).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    write!(
+        s,
+        "GET /api/v1/events?path={LEASES}&from_zxid=0 HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        crate::cluster::TOKEN
+    )
+    .unwrap();
+    let mut ends = std::collections::HashMap::new();
+    let mut event = String::new();
+    for line in std::io::BufReader::new(s).lines() {
+        // HTTP/1.0: the body is not chunked, so each SSE line is a line.
+        let Ok(line) = line else { break };
+        if let Some(e) = line.strip_prefix("event:") {
+            event = e.trim().to_owned();
+        } else if let Some(d) = line.strip_prefix("data:")
+            && event == "change"
+        {
+            let v: serde_json::Value = serde_json::from_str(d.trim()).expect("a change event is JSON");
+            if v["type"] == "deleted" {
+                ends.insert(v["path"].as_str().unwrap().to_owned(), v["zxid"].as_i64().unwrap());
+            }
+        }
+    }
+    ends
 }
