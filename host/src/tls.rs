@@ -89,10 +89,20 @@ impl Tls {
     pub fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.current.read().clone())
     }
+}
 
+/// TLS settings read from files that may change.
+pub trait Reload: Send + Sync + 'static {
     /// Re-reads the files if one of them changed since the last read. A
     /// change that does not load (a key that does not match, a file written
     /// halfway) keeps the settings in use, and is tried again next time.
+    fn reload_if_changed(&self) -> Option<Result<(), TlsError>>;
+
+    /// Which settings, for the log.
+    fn what(&self) -> &'static str;
+}
+
+impl Reload for Tls {
     fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
         let now = self.files.stamps();
         if *self.stamps.lock() == now {
@@ -103,19 +113,24 @@ impl Tls {
             *self.stamps.lock() = now;
         }))
     }
+
+    fn what(&self) -> &'static str {
+        "client TLS"
+    }
 }
 
 /// Checks the files every `every` until `stop`.
-pub async fn reload_loop(tls: Arc<Tls>, every: Duration, stop: CancellationToken) {
+pub async fn reload_loop(tls: Arc<impl Reload>, every: Duration, stop: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let what = tls.what();
         match tls.reload_if_changed() {
-            Some(Ok(())) => tracing::info!("TLS certificate files changed: new connections use them"),
-            Some(Err(e)) => tracing::error!("TLS certificate files changed but do not load, keeping the old: {e}"),
+            Some(Ok(())) => tracing::info!("{what} certificate files changed: new connections use them"),
+            Some(Err(e)) => tracing::error!("{what} certificate files changed but do not load, keeping the old: {e}"),
             None => {}
         }
     }
@@ -151,10 +166,12 @@ fn build(files: &Files) -> Result<ServerConfig, TlsError> {
     builder.with_single_cert(chain, key).map_err(|e| file_err(&files.cert, format!("with its key: {e}")))
 }
 
-/// Mutual TLS between members.
+/// Mutual TLS between members, re-read when its files change (new
+/// connections use the new files; open ones keep theirs).
 pub struct PeerTls {
-    acceptor: TlsAcceptor,
-    connector: TlsConnector,
+    files: Files,
+    current: RwLock<(TlsAcceptor, TlsConnector)>,
+    stamps: Mutex<Vec<Option<SystemTime>>>,
 }
 
 impl std::fmt::Debug for PeerTls {
@@ -171,37 +188,60 @@ impl PeerTls {
         else {
             return Ok(None);
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = Arc::new(roots(ca)?);
-        let key_of = || PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e));
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| file_err(ca, e))?;
-        let server = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Settings(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(certs(cert)?, key_of()?)
-            .map_err(|e| file_err(cert, format!("with its key: {e}")))?;
-        let client = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Settings(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(certs(cert)?, key_of()?)
-            .map_err(|e| file_err(cert, format!("with its key: {e}")))?;
-        Ok(Some(PeerTls {
-            acceptor: TlsAcceptor::from(Arc::new(server)),
-            connector: TlsConnector::from(Arc::new(client)),
+        let files = Files { cert: cert.clone(), key: key.clone(), ca: Some(ca.clone()), auth: ClientAuth::Need };
+        let stamps = files.stamps();
+        let current = build_peer(&files)?;
+        Ok(Some(PeerTls { files, current: RwLock::new(current), stamps: Mutex::new(stamps) }))
+    }
+
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current.read().0.clone()
+    }
+
+    pub fn connector(&self) -> TlsConnector {
+        self.current.read().1.clone()
+    }
+}
+
+impl Reload for PeerTls {
+    fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
+        let now = self.files.stamps();
+        if *self.stamps.lock() == now {
+            return None;
+        }
+        Some(build_peer(&self.files).map(|pair| {
+            *self.current.write() = pair;
+            *self.stamps.lock() = now;
         }))
     }
 
-    pub fn acceptor(&self) -> &TlsAcceptor {
-        &self.acceptor
+    fn what(&self) -> &'static str {
+        "peer TLS"
     }
+}
 
-    pub fn connector(&self) -> &TlsConnector {
-        &self.connector
-    }
+fn build_peer(files: &Files) -> Result<(TlsAcceptor, TlsConnector), TlsError> {
+    let (cert, key) = (&files.cert, &files.key);
+    let ca = files.ca.as_deref().ok_or_else(|| TlsError::Settings("peer_tls_ca_file is not set".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = Arc::new(roots(ca)?);
+    let key_of = || PrivateKeyDer::from_pem_file(key).map_err(|e| file_err(key, e));
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| file_err(ca, e))?;
+    let server = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Settings(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs(cert)?, key_of()?)
+        .map_err(|e| file_err(cert, format!("with its key: {e}")))?;
+    let client = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Settings(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs(cert)?, key_of()?)
+        .map_err(|e| file_err(cert, format!("with its key: {e}")))?;
+    Ok((TlsAcceptor::from(Arc::new(server)), TlsConnector::from(Arc::new(client))))
 }
 
 /// The name a member's certificate carries: `member-<id>`.

@@ -488,51 +488,33 @@ fn a_peer_without_the_cluster_secret_is_refused_and_the_cluster_goes_on() {
     c.converged();
 }
 
+/// Runs the openssl command line in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+const EC_KEY: [&str; 5] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+
 /// A CA and one certificate per member (`member-<id>` as a DNS name), made
 /// with the openssl command line in `dir`.
 fn member_certificates(dir: &std::path::Path, members: u64) {
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-days", "2", "-subj", "/CN=members CA", "-keyout", "ca.key", "-out", "ca.pem"],
-        ]
-        .concat(),
-    );
+    let ca = ["-days", "2", "-subj", "/CN=members CA", "-keyout", "ca.key", "-out", "ca.pem"];
+    openssl(dir, &[&["req", "-x509"][..], &EC_KEY, &ca].concat());
     for id in 1..=members {
-        let name = format!("member-{id}");
-        openssl(
-            &[
-                &["req"][..],
-                &ec,
-                &["-subj", &format!("/CN={name}"), "-keyout", &format!("{name}.key"), "-out", &format!("{name}.csr")],
-            ]
-            .concat(),
-        );
-        std::fs::write(dir.join(format!("{name}.ext")), format!("subjectAltName=DNS:{name}\n")).unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-            "-out",
-            &format!("{name}.pem"),
-        ]);
+        member_certificate(dir, id);
     }
+}
+
+/// A new key and certificate for member `id`, signed by the CA in `dir`.
+fn member_certificate(dir: &std::path::Path, id: u64) {
+    let name = format!("member-{id}");
+    let (key, csr, ext, pem) =
+        (format!("{name}.key"), format!("{name}.csr"), format!("{name}.ext"), format!("{name}.pem"));
+    openssl(dir, &[&["req"][..], &EC_KEY, &["-subj", &format!("/CN={name}"), "-keyout", &key, "-out", &csr]].concat());
+    std::fs::write(dir.join(&ext), format!("subjectAltName=DNS:{name}\n")).unwrap();
+    let sign = ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", &ext, "-out", &pem];
+    openssl(dir, &[&["x509", "-req", "-in", &csr][..], &sign].concat());
 }
 
 fn use_member_certificate(n: &mut Corral, pki: &std::path::Path, name: &str) {
@@ -548,7 +530,7 @@ fn members_talk_mutual_tls_and_each_must_be_the_member_its_certificate_names() {
     let pki = dir.path().join("pki");
     std::fs::create_dir_all(&pki).unwrap();
     member_certificates(&pki, 3);
-    let mut c = Cluster::start_prepared(dir.path(), 3, &[], false, |i, n| {
+    let mut c = Cluster::start_prepared(dir.path(), 3, &[("tls_reload_interval_ms", "100")], false, |i, n| {
         use_member_certificate(n, &pki, &format!("member-{}", i + 1))
     });
     workload::setup(c.nodes[0].client, KEYS);
@@ -562,6 +544,21 @@ fn members_talk_mutual_tls_and_each_must_be_the_member_its_certificate_names() {
         more_writes(clock, 200, Duration::from_secs(30));
     });
     check_history(&mut c, h);
+
+    // Member 1's certificate is renewed (a new key) under the same files:
+    // it is read without a restart, and new connections work with it.
+    let before = std::fs::read(pki.join("member-1.pem")).unwrap();
+    member_certificate(&pki, 1);
+    assert_ne!(std::fs::read(pki.join("member-1.pem")).unwrap(), before);
+    assert!(
+        eventually(Duration::from_secs(10), || c.nodes[0].log().contains("peer TLS certificate files changed")),
+        "member 1 did not pick up its renewed certificate"
+    );
+    c.nodes[1].kill9();
+    c.nodes[1].restart();
+    let mut probe = Raw::connect(c.nodes[1].client, 5000);
+    assert_eq!(probe.call(1, 1, Jute::default().str("/renewed").buf(Some(b"x")).open_acl().int(0)).err, 0);
+    c.converged();
 
     // Member 3 comes back with member 2's certificate (valid, from the same
     // CA): the others refuse it, and it cannot pass for member 2 to them.

@@ -362,12 +362,15 @@ impl Node {
             TcpListener::bind(addr).await.map_err(|err| StartError::Listen { addr: addr.to_string(), err })?;
         let local = listener.local_addr().map_err(|err| StartError::Listen { addr: addr.to_string(), err })?;
         self.tasks.push(tokio::spawn(accept_loop(s.clone(), listener, None, self.shutdown.clone())));
+        let every = Duration::from_millis(s.config.tls_reload_interval_ms.max(10));
+        if let Some(peer_tls) = s.transport.tls.clone() {
+            self.tasks.push(tokio::spawn(crate::tls::reload_loop(peer_tls, every, self.shutdown.clone())));
+        }
         if let (Some(addr), Some(tls)) = (s.config.secure_client_addr, self.tls.take()) {
             let secure =
                 TcpListener::bind(addr).await.map_err(|err| StartError::Listen { addr: addr.to_string(), err })?;
             let local = secure.local_addr().map_err(|err| StartError::Listen { addr: addr.to_string(), err })?;
             let tls = Arc::new(tls);
-            let every = Duration::from_millis(s.config.tls_reload_interval_ms.max(10));
             self.tasks.push(tokio::spawn(crate::tls::reload_loop(tls.clone(), every, self.shutdown.clone())));
             self.tasks.push(tokio::spawn(accept_loop(s.clone(), secure, Some(tls), self.shutdown.clone())));
             tracing::info!(%local, "serving ZooKeeper clients over TLS");
