@@ -249,15 +249,29 @@ pub fn member_name(id: u64) -> ServerName<'static> {
     ServerName::try_from(format!("member-{id}")).expect("member-<id> is a valid DNS name")
 }
 
-/// Does the certificate the peer showed name member `id`? Exactly: a DNS
-/// subject alternative name `member-<id>`, nothing looser (ZooKeeper's
-/// CVE-2023-44981 let an identity missing a part pass the check).
+/// Does the certificate the peer showed name member `id`?
 pub fn names_member(conn: &rustls::ServerConnection, id: u64) -> bool {
-    let Some(leaf) = conn.peer_certificates().and_then(|c| c.first()) else { return false };
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else { return false };
-    let want = format!("member-{id}");
+    conn.peer_certificates().and_then(|c| c.first()).is_some_and(|leaf| cert_names_member(leaf.as_ref(), id))
+}
+
+/// Exactly: among the certificate's DNS subject alternative names, the
+/// member names (`member-…`) are `member-<id>` and nothing else. A name
+/// with more (`member-3.example`, `member-30`), a common name without the
+/// alternative name, or a certificate naming two members does not pass
+/// (ZooKeeper's CVE-2023-44981 let an identity missing a part through).
+pub fn cert_names_member(der: &[u8], id: u64) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return false };
     let Ok(Some(san)) = cert.subject_alternative_name() else { return false };
-    san.value.general_names.iter().any(|n| matches!(n, x509_parser::extensions::GeneralName::DNSName(d) if *d == want))
+    let members: Vec<&str> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) if d.starts_with("member-") => Some(*d),
+            _ => None,
+        })
+        .collect();
+    members == [format!("member-{id}").as_str()]
 }
 
 fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
@@ -313,7 +327,35 @@ fn escape(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::{cert_names_member, escape};
+
+    /// A self-signed certificate with these DNS alternative names and
+    /// common name.
+    fn cert(dns: &[&str], cn: &str) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_member_is_exactly_the_member_its_certificate_names() {
+        let table: [(&[&str], &str, bool); 9] = [
+            (&["member-3"], "member-3", true),
+            (&["member-3", "corral.example"], "x", true),
+            (&["member-30"], "member-3", false),
+            (&["member-3.example"], "member-3", false),
+            (&["xmember-3"], "member-3", false),
+            (&["member-03"], "member-3", false),
+            (&[], "member-3", false),
+            (&["member-2", "member-3"], "member-3", false),
+            (&["member-2"], "member-3", false),
+        ];
+        for (dns, cn, ok) in table {
+            assert_eq!(cert_names_member(&cert(dns, cn), 3), ok, "DNS names {dns:?}, CN {cn}");
+        }
+        assert!(!cert_names_member(b"not a certificate", 3));
+    }
 
     #[test]
     fn subject_values_are_escaped_as_rfc_2253_says() {
