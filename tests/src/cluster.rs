@@ -5,7 +5,7 @@
 //! Raft address in the membership is a [`Proxy`] port in front of its real
 //! one, so a test can cut links between members.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -133,15 +133,35 @@ impl Cluster {
 /// dialled from the transport's `Hello` frame, and holds the bytes of cut
 /// links: like a dropped packet, a held byte is not lost, it arrives when
 /// the link heals (TCP retransmits), and the sender's buffers fill meanwhile.
+/// It can also delay a link's bytes (what `tc netem`, missing here, would
+/// do): each link has its own delay, so messages on different links (a
+/// vote, an append, a snapshot chunk) arrive out of their sending order.
 pub struct Proxy {
     pub listen: Vec<SocketAddr>,
-    cut: Arc<Mutex<HashSet<(u64, u64)>>>,
+    links: Arc<Links>,
     stop: Arc<AtomicBool>,
+}
+
+/// The faults on links, by (from, to) member ids.
+#[derive(Default)]
+struct Links {
+    cut: Mutex<HashSet<(u64, u64)>>,
+    delay: Mutex<HashMap<(u64, u64), Duration>>,
+}
+
+impl Links {
+    fn held(&self, (a, b): (u64, u64)) -> bool {
+        self.cut.lock().unwrap().iter().any(|&l| l == (a, b) || l == (b, a))
+    }
+
+    fn delay(&self, (a, b): (u64, u64)) -> Duration {
+        self.delay.lock().unwrap().get(&(a, b)).copied().unwrap_or_default()
+    }
 }
 
 impl Proxy {
     fn start(upstreams: Vec<SocketAddr>) -> Proxy {
-        let cut: Arc<Mutex<HashSet<(u64, u64)>>> = Arc::default();
+        let links: Arc<Links> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
         let mut listen = Vec::new();
         for (i, up) in upstreams.into_iter().enumerate() {
@@ -149,33 +169,46 @@ impl Proxy {
             l.set_nonblocking(true).unwrap();
             listen.push(l.local_addr().unwrap());
             let to = i as u64 + 1;
-            let (cut, stop) = (cut.clone(), stop.clone());
+            let (links, stop) = (links.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match l.accept() {
                         Ok((down, _)) => {
-                            let (cut, stop) = (cut.clone(), stop.clone());
-                            std::thread::spawn(move || relay(down, up, to, cut, stop));
+                            let (links, stop) = (links.clone(), stop.clone());
+                            std::thread::spawn(move || relay(down, up, to, links, stop));
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
                     }
                 }
             });
         }
-        Proxy { listen, cut, stop }
+        Proxy { listen, links, stop }
     }
 
     /// Cuts every link between `node` (1-based id) and the others.
     pub fn isolate(&self, node: u64, members: u64) {
-        let mut cut = self.cut.lock().unwrap();
+        let mut cut = self.links.cut.lock().unwrap();
         for other in (1..=members).filter(|&o| o != node) {
             cut.insert((node, other));
             cut.insert((other, node));
         }
     }
 
+    /// Delays what `node` sends to each other member, and what it receives
+    /// from them, by `by` and a different extra per link (0–`by`/2).
+    pub fn delay(&self, node: u64, members: u64, by: Duration) {
+        let mut delay = self.links.delay.lock().unwrap();
+        for other in (1..=members).filter(|&o| o != node) {
+            let extra = by / 2 * (other as u32) / (members as u32);
+            delay.insert((node, other), by + extra);
+            delay.insert((other, node), by);
+        }
+    }
+
+    /// Ends every cut and delay.
     pub fn heal(&self) {
-        self.cut.lock().unwrap().clear();
+        self.links.cut.lock().unwrap().clear();
+        self.links.delay.lock().unwrap().clear();
     }
 }
 
@@ -186,7 +219,7 @@ impl Drop for Proxy {
 }
 
 /// Relays one connection dialled by some member to member `to`.
-fn relay(mut down: TcpStream, up: SocketAddr, to: u64, cut: Arc<Mutex<HashSet<(u64, u64)>>>, stop: Arc<AtomicBool>) {
+fn relay(mut down: TcpStream, up: SocketAddr, to: u64, links: Arc<Links>, stop: Arc<AtomicBool>) {
     let Ok(mut upstream) = TcpStream::connect(up) else { return };
     let _ = down.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
@@ -195,11 +228,11 @@ fn relay(mut down: TcpStream, up: SocketAddr, to: u64, cut: Arc<Mutex<HashSet<(u
     let mut from = 0u64;
     let (mut d2, mut u2) = (down.try_clone().unwrap(), upstream.try_clone().unwrap());
     let stop2 = stop.clone();
-    let cut2 = cut.clone();
+    let links2 = links.clone();
     let from_shared = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let from_up = from_shared.clone();
-    // upstream -> down (challenge, welcome, responses)
-    std::thread::spawn(move || pipe(&mut u2, &mut d2, move || (from_up.load(Ordering::Relaxed), to), cut2, stop2));
+    // upstream -> down (challenge, welcome, responses): from `to`.
+    std::thread::spawn(move || pipe(&mut u2, &mut d2, move || (to, from_up.load(Ordering::Relaxed)), links2, stop2));
     let mut len = [0u8; 4];
     if down.read_exact(&mut len).is_err() {
         return;
@@ -213,40 +246,43 @@ fn relay(mut down: TcpStream, up: SocketAddr, to: u64, cut: Arc<Mutex<HashSet<(u
     }
     from_shared.store(from, Ordering::Relaxed);
     // Hold the Hello too while the link is cut.
-    while cut.lock().unwrap().contains(&(from, to)) && !stop.load(Ordering::Relaxed) {
+    while links.held((from, to)) && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(10));
     }
     if upstream.write_all(&len).is_err() || upstream.write_all(&body).is_err() {
         return;
     }
-    pipe(&mut down, &mut upstream, move || (from, to), cut, stop);
+    pipe(&mut down, &mut upstream, move || (from, to), links, stop);
 }
 
+/// Copies `src` to `dst`: nothing while the link is cut, and each chunk
+/// after the link's delay, in order.
 fn pipe(
     src: &mut TcpStream,
     dst: &mut TcpStream,
     link: impl Fn() -> (u64, u64),
-    cut: Arc<Mutex<HashSet<(u64, u64)>>>,
+    links: Arc<Links>,
     stop: Arc<AtomicBool>,
 ) {
-    let _ = src.set_read_timeout(Some(Duration::from_millis(20)));
+    let _ = src.set_read_timeout(Some(Duration::from_millis(10)));
     let mut buf = vec![0u8; 64 * 1024];
-    while !stop.load(Ordering::Relaxed) {
-        let (a, b) = link();
-        let held = { cut.lock().unwrap().iter().any(|&(x, y)| (x, y) == (a, b) || (x, y) == (b, a)) };
-        if held {
+    let mut due: std::collections::VecDeque<(Instant, Vec<u8>)> = std::collections::VecDeque::new();
+    'copy: while !stop.load(Ordering::Relaxed) {
+        if links.held(link()) {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
         match src.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => {
-                if dst.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
+            Ok(n) => due.push_back((Instant::now() + links.delay(link()), buf[..n].to_vec())),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             Err(_) => break,
+        }
+        while due.front().is_some_and(|(at, _)| *at <= Instant::now()) {
+            let (_, bytes) = due.pop_front().expect("a front");
+            if dst.write_all(&bytes).is_err() {
+                break 'copy;
+            }
         }
     }
     let _ = dst.shutdown(std::net::Shutdown::Both);

@@ -257,11 +257,69 @@ fn members_whose_wall_clocks_are_hours_apart_stay_consistent() {
     workload::check(&mut c, h, KEYS);
 }
 
-/// The kinds of fault the nemesis injects.
-const KINDS: [&str; 4] = ["kill -9", "SIGSTOP", "fsync EIO", "partition"];
+/// A `zookeeper-client` (the Rust crate) writing through faults until
+/// `until`: sequential creates under `path`, a new session when one
+/// expires; returns the paths it was told were created.
+fn zookeeper_client_writer(hosts: String, path: &'static str, until: std::time::Instant) -> Vec<String> {
+    use zookeeper_client as zk;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async move {
+        let seq = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
+        let plain = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+        let mut acked = Vec::new();
+        let mut client: Option<zk::Client> = None;
+        while std::time::Instant::now() < until {
+            let Some(z) = &client else {
+                let connect = zk::Client::connector().with_session_timeout(Duration::from_secs(6)).connect(&hosts);
+                if let Ok(Ok(z)) = tokio::time::timeout(Duration::from_secs(5), connect).await {
+                    let _ = z.create(path, b"", &plain).await;
+                    client = Some(z);
+                }
+                continue;
+            };
+            match tokio::time::timeout(Duration::from_secs(10), z.create(&format!("{path}/n-"), b"x", &seq)).await {
+                Ok(Ok((_, n))) => acked.push(format!("{path}/n-{n}")),
+                Ok(Err(zk::Error::SessionExpired | zk::Error::ClientClosed)) => client = None,
+                // Connection loss or a timeout: the outcome is unknown, so
+                // nothing was promised.
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        acked
+    })
+}
 
-/// Five members under a seeded mix of every fault above, one at a time,
-/// each held for 0.3–2 s and then healed, while the workload runs. The test
+/// Every child of `path`, through the admin API, a page at a time.
+fn all_children(c: &Corral, path: &str) -> std::collections::HashSet<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    let mut out = std::collections::HashSet::new();
+    let mut after = String::new();
+    loop {
+        let url = format!("{}/api/v1/children?path={path}&limit=10000&after={after}", c.api());
+        let page: serde_json::Value = agent
+            .get(&url)
+            .header("authorization", format!("Bearer {}", corral_tests::cluster::TOKEN))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap();
+        for ch in page["children"].as_array().unwrap() {
+            out.insert(format!("{path}/{}", ch["name"].as_str().unwrap()));
+        }
+        match page["next"].as_str() {
+            Some(n) => after = n.to_owned(),
+            None => return out,
+        }
+    }
+}
+
+/// The kinds of fault the nemesis injects.
+const KINDS: [&str; 5] = ["kill -9", "SIGSTOP", "fsync EIO", "partition", "slow links"];
+
+/// Five members under a seeded mix of every fault above, and slow links
+/// (the fault proxy delaying a member's traffic, unevenly per link), one at
+/// a time, each held for 0.3–2 s and then healed, while the workload runs. The test
 /// command runs it for 20 s; a soak sets `SOAK_SECS` (and `SOAK_SEED` to
 /// replay one): `SOAK_SECS=1800 cargo test -p corral-tests --test faults
 /// five_members -- --nocapture`.
@@ -276,19 +334,38 @@ fn five_members_under_mixed_faults_lose_nothing_and_recover() {
     let shim = fsync_shim();
     let dir = tempfile::tempdir().unwrap();
     let flag = |i: usize| dir.path().join(format!("fail-fsync-{}", i + 1));
-    let mut c = Cluster::start_prepared(dir.path(), 5, &[], true, |i, n| {
+    // Snapshots and log compaction often, so that faults meet them too.
+    let extra = [("snapshot_every_entries", "5000"), ("snapshot_logs_to_keep", "500")];
+    let mut c = Cluster::start_prepared(dir.path(), 5, &extra, true, |i, n| {
         n.env("LD_PRELOAD", shim.to_str().unwrap());
         n.env("FAILFSYNC_FLAG", flag(i).to_str().unwrap());
     });
     workload::setup(c.nodes[0].client, KEYS);
     let servers = c.clients();
-    let mut injected = [0u32; 4];
+    let mut injected = [0u32; KINDS.len()];
     let mut recovery: Vec<Duration> = Vec::new();
     let started = std::time::Instant::now();
+    // Beside the recorded workload, two real clients write through the
+    // faults: kazoo (in its own process) and the zookeeper-client crate.
+    let hosts = servers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+    let kazoo = std::process::Command::new(repo().join("tests/.work/venv/bin/python"))
+        .arg(repo().join("tests/tools/kazoo_writer.py"))
+        .args([hosts.as_str(), "/kazoo-nemesis", &secs.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the tests' venv with kazoo");
+    let until = started + Duration::from_secs(secs);
+    let rust_client = std::thread::spawn({
+        let hosts = hosts.clone();
+        move || zookeeper_client_writer(hosts, "/zk-client-nemesis", until)
+    });
     let h = workload::run(&servers, 10, KEYS, |clock| {
         more_writes(clock, 200, Duration::from_secs(20));
         while started.elapsed() < Duration::from_secs(secs) {
             let kind = rng.random_range(0..KINDS.len());
+            if std::env::var("SOAK_KINDS").is_ok_and(|k| !k.split(',').any(|k| k == KINDS[kind])) {
+                continue;
+            }
             let victim = rng.random_range(0..5);
             let hold = Duration::from_millis(rng.random_range(300..2000));
             match kind {
@@ -309,9 +386,17 @@ fn five_members_under_mixed_faults_lose_nothing_and_recover() {
                     std::fs::remove_file(flag(victim)).unwrap();
                     c.nodes[victim].restart();
                 }
-                _ => {
+                3 => {
                     let proxy = c.proxy.as_ref().unwrap();
                     proxy.isolate(victim as u64 + 1, 5);
+                    std::thread::sleep(hold);
+                    proxy.heal();
+                }
+                _ => {
+                    // Slow and uneven: messages of different links overtake
+                    // each other, some past the election timeout.
+                    let proxy = c.proxy.as_ref().unwrap();
+                    proxy.delay(victim as u64 + 1, 5, Duration::from_millis(rng.random_range(20..400)));
                     std::thread::sleep(hold);
                     proxy.heal();
                 }
@@ -334,14 +419,38 @@ fn five_members_under_mixed_faults_lose_nothing_and_recover() {
             recovery.push(healed.elapsed());
         }
     });
+    // The real clients stop writing by themselves; then the members can
+    // settle on one index for the checks.
+    let kazoo = kazoo.wait_with_output().unwrap();
+    assert!(kazoo.status.success(), "the kazoo writer failed");
+    let kazoo_acked: Vec<String> = String::from_utf8_lossy(&kazoo.stdout).lines().map(str::to_owned).collect();
+    let rust_acked = rust_client.join().unwrap();
     let report = workload::check(&mut c, h, KEYS);
+    // Every create the real clients were told succeeded is there.
+    let member = (0..5).find(|&i| c.nodes[i].is_running()).unwrap();
+    for (who, acked, dir) in
+        [("kazoo", &kazoo_acked, "/kazoo-nemesis"), ("zookeeper-client", &rust_acked, "/zk-client-nemesis")]
+    {
+        let present = all_children(&c.nodes[member], dir);
+        let lost: Vec<&String> = acked.iter().filter(|p| !present.contains(*p)).collect();
+        assert!(
+            lost.is_empty(),
+            "{who}: {} acknowledged creates lost, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
+        assert!(acked.len() > 10, "{who} wrote too little to mean anything: {}", acked.len());
+    }
     recovery.sort();
     let faults: Vec<String> = KINDS.iter().zip(injected).map(|(k, n)| format!("{k} {n}")).collect();
     eprintln!(
-        "nemesis: {} s, seed {seed}: {} writes acknowledged, 0 lost, 0 checker violations; faults: {}; \
-         recovery (writes acknowledged again and the victim caught up) p50 {:?}, max {:?}",
+        "nemesis: {} s, seed {seed}: {} workload writes, {} kazoo and {} zookeeper-client creates acknowledged, \
+         0 lost, 0 checker violations; faults: {}; recovery (writes acknowledged again and the victim caught up) \
+         p50 {:?}, max {:?}",
         started.elapsed().as_secs(),
         report.ok_writes,
+        kazoo_acked.len(),
+        rust_acked.len(),
         faults.join(", "),
         recovery[recovery.len() / 2],
         recovery.last().unwrap()
