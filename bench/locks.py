@@ -94,16 +94,32 @@ def run(hosts, contenders, cycle, name):
             "round_trips_per_acquisition": round(requests / max(len(lat), 1), 2)}
 
 
-def main():
-    work = Path(tempfile.mkdtemp(prefix="corral-locks-"))
+def start_servers(name, plugin):
+    """A Corral node with `plugin` deployed and an Apache ZooKeeper, side by
+    side, after a probe of the disk's fsync rate: (work dir, fsync, corral, zk)."""
+    work = Path(tempfile.mkdtemp(prefix="corral-%s-" % name))
     fsync = fsync_probe(str(work))
     log("fsync probe: %d/s, p50 %.3f ms" % (fsync["per_sec"], fsync["p50_ms"]))
     corral = Corral(work / "corral", settings={"INITIAL_ADMIN_TOKEN": TOKEN})
     zk = ApacheZooKeeper.standalone(work / "zk", free_port())
-    body = (ROOT / "plugins/target/components/current/lock.wasm").read_bytes()
-    req = urllib.request.Request("http://127.0.0.1:%d/api/v1/plugins/lock" % corral.http, data=body, method="PUT",
-                                 headers={"authorization": "Bearer " + TOKEN})
+    body = (ROOT / ("plugins/target/components/current/%s.wasm" % plugin)).read_bytes()
+    req = urllib.request.Request("http://127.0.0.1:%d/api/v1/plugins/%s" % (corral.http, plugin), data=body,
+                                 method="PUT", headers={"authorization": "Bearer " + TOKEN})
     urllib.request.urlopen(req, timeout=60).read()
+    return work, fsync, corral, zk
+
+
+def write_results(name, work, fsync, results):
+    """docs/perf/<name>.json, with the fsync rate before and after."""
+    fsync_after = fsync_probe(str(work))
+    out = ROOT / "docs" / "perf" / ("%s.json" % name)
+    out.write_text(json.dumps({"fsync_before": fsync, "fsync_after": fsync_after, "seconds": SECONDS,
+                               "results": results}, indent=2) + "\n")
+    log("fsync probe (after): %d/s; wrote %s" % (fsync_after["per_sec"], out))
+
+
+def main():
+    work, fsync, corral, zk = start_servers("locks", "lock")
     results = {}
     try:
         for n in (1, 16, 64):
@@ -117,11 +133,7 @@ def main():
     finally:
         corral.kill9()
         zk.stop()
-    fsync_after = fsync_probe(str(work))
-    out = ROOT / "docs" / "perf" / "locks.json"
-    out.write_text(json.dumps({"fsync_before": fsync, "fsync_after": fsync_after, "seconds": SECONDS,
-                               "results": results}, indent=2) + "\n")
-    log("fsync probe (after): %d/s; wrote %s" % (fsync_after["per_sec"], out))
+    write_results("locks", work, fsync, results)
 
 
 if __name__ == "__main__":

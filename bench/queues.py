@@ -14,19 +14,16 @@ Writes docs/perf/queue.json; logs the disk's fsync rate beside it.
 
 import json
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import fsync_probe, log  # noqa: E402
-from locks import Counting  # noqa: E402
-from servers import ROOT, TOKEN, Corral, free_port  # noqa: E402
+from compare import log  # noqa: E402
+from locks import Counting, start_servers, write_results  # noqa: E402
+from servers import ROOT  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests" / "tools"))
-from apache_zookeeper import ApacheZooKeeper  # noqa: E402
 from corral_call import call  # noqa: E402
 
 SECONDS = 6
@@ -138,15 +135,7 @@ def run(hosts, producers, consumers, make, path):
 
 
 def main():
-    work = Path(tempfile.mkdtemp(prefix="corral-queue-"))
-    fsync = fsync_probe(str(work))
-    log("fsync probe: %d/s, p50 %.3f ms" % (fsync["per_sec"], fsync["p50_ms"]))
-    corral = Corral(work / "corral", settings={"INITIAL_ADMIN_TOKEN": TOKEN})
-    zk = ApacheZooKeeper.standalone(work / "zk", free_port())
-    body = (ROOT / "plugins/target/components/current/queue.wasm").read_bytes()
-    req = urllib.request.Request("http://127.0.0.1:%d/api/v1/plugins/queue" % corral.http, data=body, method="PUT",
-                                 headers={"authorization": "Bearer " + TOKEN})
-    urllib.request.urlopen(req, timeout=60).read()
+    work, fsync, corral, zk = start_servers("queue", "queue")
     results = {}
     try:
         for p, c in ((1, 1), (4, 4), (4, 16)):
@@ -161,12 +150,7 @@ def main():
     finally:
         corral.kill9()
         zk.stop()
-    fsync_after = fsync_probe(str(work))
-    out = ROOT / "docs" / "perf" / "queue.json"
-    out.write_text(json.dumps({"fsync_before": fsync, "fsync_after": fsync_after, "seconds": SECONDS,
-                               "results": results}, indent=2) + "\n")
-    log("fsync probe (after): %d/s; wrote %s" % (fsync_after["per_sec"], out))
-
+    write_results("queue", work, fsync, results)
 
 if __name__ == "__main__":
     main()
