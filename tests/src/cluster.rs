@@ -123,9 +123,66 @@ impl Cluster {
             {
                 return first.clone();
             }
-            assert!(Instant::now() < deadline, "members did not converge: {states:?}");
+            if Instant::now() >= deadline {
+                panic!("members did not converge: {states:?}\n{}", self.differences(&running));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+impl Cluster {
+    /// What differs between the members' trees and sessions, as their admin
+    /// APIs show them: for a test that found them diverged.
+    fn differences(&self, running: &[usize]) -> String {
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(30))).build().into();
+        let get = |i: usize, path: &str| -> serde_json::Value {
+            agent
+                .get(format!("{}{path}", self.nodes[i].api()))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_json().ok())
+                .unwrap_or_default()
+        };
+        let mut views = Vec::new();
+        for &i in running {
+            let mut entries = std::collections::BTreeMap::new();
+            let export = get(i, "/api/v1/export?path=/");
+            for n in export["nodes"].as_array().cloned().unwrap_or_default() {
+                entries.insert(format!("node {}", n["path"].as_str().unwrap_or("?")), n.to_string());
+            }
+            for e in export["skipped_ephemerals"].as_array().cloned().unwrap_or_default() {
+                entries.insert(format!("ephemeral {}", e.as_str().unwrap_or("?")), String::new());
+            }
+            for sess in get(i, "/api/v1/sessions").as_array().cloned().unwrap_or_default() {
+                let (id, eph) = (sess["id"].as_str().unwrap_or("?").to_owned(), sess["ephemerals"].to_string());
+                entries.insert(format!("session {id}"), eph);
+            }
+            views.push((i + 1, entries));
+        }
+        let mut keys: std::collections::BTreeSet<&String> = std::collections::BTreeSet::new();
+        for (_, v) in &views {
+            keys.extend(v.keys());
+        }
+        let mut out = Vec::new();
+        for k in keys {
+            let values: Vec<Option<&String>> = views.iter().map(|(_, v)| v.get(k)).collect();
+            if values.windows(2).any(|w| w[0] != w[1]) {
+                let shown: Vec<String> = views
+                    .iter()
+                    .zip(&values)
+                    .map(|((m, _), v)| {
+                        format!("member {m}: {}", v.map_or("absent".to_owned(), |s| s.chars().take(120).collect()))
+                    })
+                    .collect();
+                out.push(format!("{k}: {}", shown.join(" | ")));
+            }
+        }
+        let n = out.len();
+        out.truncate(20);
+        format!("{n} differences between the members (showing up to 20):\n{}", out.join("\n"))
     }
 }
 
