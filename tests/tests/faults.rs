@@ -322,7 +322,9 @@ const KINDS: [&str; 5] = ["kill -9", "SIGSTOP", "fsync EIO", "partition", "slow 
 /// a time, each held for 0.3–2 s and then healed, while the workload runs. The test
 /// command runs it for 20 s; a soak sets `SOAK_SECS` (and `SOAK_SEED` to
 /// replay one): `SOAK_SECS=1800 cargo test -p corral-tests --test faults
-/// five_members -- --nocapture`.
+/// five_members -- --nocapture`. To narrow a failure down, `SOAK_KINDS`
+/// keeps some kinds only (`"kill -9,fsync EIO"`) and `SOAK_SNAPSHOT_EVERY`
+/// changes how often members snapshot (5,000 entries by default).
 #[test]
 fn five_members_under_mixed_faults_lose_nothing_and_recover() {
     use rand::{Rng, SeedableRng};
@@ -335,7 +337,8 @@ fn five_members_under_mixed_faults_lose_nothing_and_recover() {
     let dir = tempfile::tempdir().unwrap();
     let flag = |i: usize| dir.path().join(format!("fail-fsync-{}", i + 1));
     // Snapshots and log compaction often, so that faults meet them too.
-    let extra = [("snapshot_every_entries", "5000"), ("snapshot_logs_to_keep", "500")];
+    let every = std::env::var("SOAK_SNAPSHOT_EVERY").unwrap_or_else(|_| "5000".into());
+    let extra = [("snapshot_every_entries", every.as_str()), ("snapshot_logs_to_keep", "500")];
     let mut c = Cluster::start_prepared(dir.path(), 5, &extra, true, |i, n| {
         n.env("LD_PRELOAD", shim.to_str().unwrap());
         n.env("FAILFSYNC_FLAG", flag(i).to_str().unwrap());
