@@ -1,6 +1,7 @@
 //! openraft's storage conformance Suite (45 checks) against Corral's redb
 //! log store and state machine: no holes, ordered writes, the purge pointer
-//! surviving, membership recovery, snapshot build and install.
+//! surviving, membership recovery, snapshot build and install. Then a
+//! snapshot built while another is installed, which openraft allows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,11 @@ use corral::machine::{Applied, ApplySink, StateDb, StateOptions};
 use corral::raft::TypeConfig;
 use corral::raft::log_store::LogStore;
 use corral::raft::state_machine::StateMachine;
-use openraft::StorageError;
+use corral::machine::{EntryRef, Payload};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::testing::log_id;
+use openraft::StorageError;
 use openraft::type_config::TypeConfigExt;
 
 /// The Suite applies only blank and membership entries: nothing to route
@@ -25,17 +29,16 @@ impl ApplySink for Discard {
 
 struct Builder;
 
+fn state_db(dir: &std::path::Path) -> Arc<StateDb> {
+    let options = StateOptions { cache_bytes: 1 << 20, sync_interval: Duration::from_millis(100), event_history: 1000 };
+    Arc::new(StateDb::open(&dir.join("state.redb"), options, None).expect("state opens"))
+}
+
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = LogStore::open(&dir.path().join("raft-log.redb"), 1 << 20).expect("log store opens");
-        let state = StateDb::open(
-            &dir.path().join("state.redb"),
-            StateOptions { cache_bytes: 1 << 20, sync_interval: Duration::from_millis(100), event_history: 1000 },
-            None,
-        )
-        .expect("state opens");
-        let sm = StateMachine::new(Arc::new(state), Arc::new(Discard), dir.path().join("snapshots")).expect("sm");
+        let sm = StateMachine::new(state_db(dir.path()), Arc::new(Discard), dir.path().join("snapshots")).expect("sm");
         Ok((dir, log, sm))
     }
 }
@@ -44,5 +47,64 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 fn openraft_storage_suite() {
     TypeConfig::run(async {
         Suite::test_all(Builder).await.expect("openraft storage suite");
+    });
+}
+
+/// Applies blank entries `from..=to` of term 1, leader 1.
+fn apply_blanks(state: &StateDb, from: u64, to: u64) {
+    let entries: Vec<EntryRef<'_>> = (from..=to)
+        .map(|i| EntryRef {
+            index: i,
+            log_id: postcard::to_allocvec(&log_id::<TypeConfig>(1, 1, i)).expect("log id encodes"),
+            payload: Payload::Blank,
+        })
+        .collect();
+    state.apply(&entries, &Discard).expect("blank entries apply");
+}
+
+/// openraft builds snapshots in a task of their own, so a member that is
+/// sent a snapshot can be building one at the same time. Each must be
+/// written to a file of its own: with one shared temporary name, the
+/// install published a file whose header the build had overwritten, and
+/// the member, whose log was purged up to the installed index, could not
+/// start again (found by the 30-minute soak). Every published snapshot's
+/// header must name the index in its file name, and the newest must be the
+/// installed one.
+#[test]
+fn a_snapshot_built_while_another_is_installed_keeps_both_intact() {
+    TypeConfig::run(async {
+        // The snapshot to install: a state at index 5,000.
+        let source = tempfile::tempdir().expect("temp dir");
+        let state = state_db(source.path());
+        apply_blanks(&state, 1, 5_000);
+        let mut sm = StateMachine::new(state, Arc::new(Discard), source.path().join("snapshots")).expect("sm");
+        let sent = sm.get_snapshot_builder().await.build_snapshot().await.expect("source snapshot builds");
+        let sent_path = source.path().join("snapshots").join(format!("snap-{:020}.bin", 5_000));
+        assert!(sent_path.exists(), "the source snapshot is published under its index");
+
+        for round in 0..20u64 {
+            // The receiver is behind, at index 100 + round, with a large
+            // enough state that the two writes overlap.
+            let dir = tempfile::tempdir().expect("temp dir");
+            let state = state_db(dir.path());
+            apply_blanks(&state, 1, 100 + round);
+            let snapshots = dir.path().join("snapshots");
+            let mut sm = StateMachine::new(state, Arc::new(Discard), snapshots.clone()).expect("sm");
+            let mut builder = sm.get_snapshot_builder().await;
+            let file = std::fs::File::open(&sent_path).expect("source snapshot opens");
+            let (built, installed) =
+                futures::join!(builder.build_snapshot(), sm.install_snapshot(&sent.meta, file));
+            installed.expect("the install succeeds");
+            let built = built.expect("the build succeeds");
+            assert!(built.meta.last_log_id.is_some_and(|l| l.index() == 100 + round || l.index() == 5_000));
+
+            let current = sm.get_current_snapshot().await.expect("current snapshot").expect("one exists");
+            assert_eq!(current.meta.last_log_id, sent.meta.last_log_id, "round {round}: the install is current");
+            for entry in std::fs::read_dir(&snapshots).expect("snapshot dir") {
+                let name = entry.expect("entry").file_name().into_string().expect("utf-8 name");
+                assert!(!name.ends_with(".tmp"), "round {round}: {name} left behind");
+            }
+            assert_eq!(sm.applied_state().await.expect("applied").0.map(|l| l.index()), Some(5_000));
+        }
     });
 }

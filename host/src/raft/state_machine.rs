@@ -8,12 +8,15 @@
 //!
 //! Snapshot files are named `snap-<index>.bin`, zero-padded so that name
 //! order is index order. Building or installing one makes it current and
-//! removes the older ones.
+//! removes the older ones. Each is written under its own temporary name
+//! first: openraft builds snapshots in a task of their own, so a build and
+//! an install (or a received snapshot) can be written at the same time.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::{Stream, TryStreamExt};
 use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -53,13 +56,17 @@ pub struct StateMachine {
 impl StateMachine {
     pub fn new(state: Arc<StateDb>, sink: Arc<dyn ApplySink>, snapshot_dir: PathBuf) -> io::Result<StateMachine> {
         fs::create_dir_all(&snapshot_dir)?;
-        Ok(StateMachine { state, sink, snapshots: Arc::new(SnapshotDir { dir: snapshot_dir }) })
+        let snapshots = SnapshotDir { dir: snapshot_dir, next_tmp: AtomicU64::new(0) };
+        snapshots.remove_unfinished()?;
+        Ok(StateMachine { state, sink, snapshots: Arc::new(snapshots) })
     }
 }
 
 /// Where snapshot files live.
 struct SnapshotDir {
     dir: PathBuf,
+    /// Numbers this process's temporary files, one per build or install.
+    next_tmp: AtomicU64,
 }
 
 impl SnapshotDir {
@@ -67,8 +74,8 @@ impl SnapshotDir {
         self.dir.join(format!("snap-{index:020}.bin"))
     }
 
-    /// The newest snapshot file.
-    fn current(&self) -> io::Result<Option<PathBuf>> {
+    /// Snapshot files, oldest first.
+    fn list(&self) -> io::Result<Vec<PathBuf>> {
         let mut names: Vec<PathBuf> = fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
@@ -76,32 +83,68 @@ impl SnapshotDir {
             })
             .collect();
         names.sort();
-        Ok(names.pop())
+        Ok(names)
     }
 
-    /// Moves a finished temp file into place, durably, and removes older
-    /// snapshots.
-    fn publish(&self, tmp: &Path, index: u64) -> io::Result<PathBuf> {
-        let path = self.path_for(index);
-        fs::rename(tmp, &path)?;
+    /// The newest snapshot, opened. A concurrent publish may remove the
+    /// file between listing and opening it: then the newer one is read.
+    fn current(&self) -> io::Result<Option<SnapshotOf<TypeConfig, File>>> {
+        loop {
+            let Some(path) = self.list()?.pop() else { return Ok(None) };
+            match File::open(&path) {
+                Ok(file) => return Self::read(file).map(Some),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Moves a finished temp file into place, durably, and keeps only the
+    /// newest snapshot (a concurrent install may have published a newer
+    /// one). Returns the published file, open: it stays readable even if
+    /// a newer snapshot has already superseded it.
+    fn publish(&self, tmp: &Path, index: u64) -> io::Result<File> {
+        let file = File::open(tmp)?;
+        fs::rename(tmp, self.path_for(index))?;
         File::open(&self.dir)?.sync_all()?;
+        let mut names = self.list()?;
+        names.pop();
+        for older in names {
+            match fs::remove_file(&older) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        metrics::gauge!("corral_snapshot_bytes").set(file.metadata()?.len() as f64);
+        Ok(file)
+    }
+
+    /// A fresh temporary file name. One name per build or install: a
+    /// shared name let a concurrent build and install write one file, and
+    /// the install published a snapshot whose header the build had
+    /// overwritten (an older index than the log had been purged to, so the
+    /// member could not start again — found by the 30-minute soak).
+    fn tmp(&self) -> PathBuf {
+        let n = self.next_tmp.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("building-{}-{n}.tmp", std::process::id()))
+    }
+
+    /// Removes what a process that died mid-build or mid-receive left.
+    /// Runs before this member listens to others, so nothing is being
+    /// written here yet.
+    fn remove_unfinished(&self) -> io::Result<()> {
         for entry in fs::read_dir(&self.dir)? {
             let p = entry?.path();
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-            if name.starts_with("snap-") && p != path && name < format!("snap-{index:020}.bin") {
+            if p.extension().is_some_and(|e| e == "tmp") {
+                tracing::info!(path = %p.display(), "removing an unfinished snapshot file");
                 fs::remove_file(&p)?;
             }
         }
-        metrics::gauge!("corral_snapshot_bytes").set(fs::metadata(&path)?.len() as f64);
-        Ok(path)
+        Ok(())
     }
 
-    fn tmp(&self) -> PathBuf {
-        self.dir.join(format!("building-{}.tmp", std::process::id()))
-    }
-
-    fn open(&self, path: &Path) -> io::Result<SnapshotOf<TypeConfig, File>> {
-        let mut file = File::open(path)?;
+    /// Reads a snapshot file's header: what openraft knows of it.
+    fn read(mut file: File) -> io::Result<SnapshotOf<TypeConfig, File>> {
         let (raft_meta, _) = snapshot::read_header(&mut BufReader::new(&mut file)).map_err(io_err)?;
         let meta: SnapshotMeta = decode("snapshot meta", &raft_meta)?;
         file.rewind()?;
@@ -133,9 +176,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             snapshot::write(&view, postcard::to_allocvec(&raft_meta).expect("meta encodes"), &mut out)
                 .map_err(io_err)?;
             out.into_inner().map_err(io_err)?.sync_all()?;
-            let path = dir.publish(&tmp, meta.applied_index)?;
-            tracing::info!(index = meta.applied_index, path = %path.display(), "snapshot built");
-            dir.open(&path)
+            let file = dir.publish(&tmp, meta.applied_index)?;
+            tracing::info!(index = meta.applied_index, "snapshot built");
+            SnapshotDir::read(file)
         })
         .await
         .map_err(io_err)?
@@ -235,9 +278,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, File>>, io::Error> {
-        match self.snapshots.current()? {
-            None => Ok(None),
-            Some(path) => self.snapshots.open(&path).map(Some),
-        }
+        self.snapshots.current()
     }
 }
