@@ -199,7 +199,7 @@ def main():
             run_all(wl, workload=wl, sessions=16, inflight=8, keys=10000)
         run_all("children", workload="children", sessions=16, inflight=8, keys=50)
         run_all("churn", workload="churn", sessions=16)
-        run_all("watch fan-out", workload="watch", watchers=100 if q else 1000, rounds=5 if q else 10)
+        run_all("watch fan-out", workload="watch", watchers=100 if q else 10000, rounds=5 if q else 10)
         probe("after single operations")
         log("load_gen (ZooKeeper's C client)")
         for name, s in servers.items():

@@ -322,7 +322,8 @@ const KINDS: [&str; 5] = ["kill -9", "SIGSTOP", "fsync EIO", "partition", "slow 
 /// a time, each held for 0.3–2 s and then healed, while the workload runs. The test
 /// command runs it for 20 s; a soak sets `SOAK_SECS` (and `SOAK_SEED` to
 /// replay one): `SOAK_SECS=1800 cargo test -p corral-tests --test faults
-/// five_members -- --nocapture`. To narrow a failure down, `SOAK_KINDS`
+/// five_members_under_mixed_faults_lose_nothing_and_recover -- --exact
+/// --nocapture`. To narrow a failure down, `SOAK_KINDS`
 /// keeps some kinds only (`"kill -9,fsync EIO"`) and `SOAK_SNAPSHOT_EVERY`
 /// changes how often members snapshot (5,000 entries by default).
 #[test]
@@ -366,12 +367,22 @@ fn nemesis(secs: u64, seed: u64, kinds: Option<&str>) {
     // Beside the recorded workload, two real clients write through the
     // faults: kazoo (in its own process) and the zookeeper-client crate.
     let hosts = servers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
-    let kazoo = std::process::Command::new(repo().join("tests/.work/venv/bin/python"))
+    let mut kazoo = std::process::Command::new(repo().join("tests/.work/venv/bin/python"))
         .arg(repo().join("tests/tools/kazoo_writer.py"))
         .args([hosts.as_str(), "/kazoo-nemesis", &secs.to_string()])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("the tests' venv with kazoo");
+    // Read its output as it comes: a full pipe (64 KiB, about 2,300 paths)
+    // would block the writer until the end, as it did in earlier soaks.
+    let kazoo_out = {
+        let mut out = kazoo.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut out, &mut s).expect("the kazoo writer's output");
+            s
+        })
+    };
     let until = started + Duration::from_secs(secs);
     let rust_client = std::thread::spawn({
         let hosts = hosts.clone();
@@ -439,9 +450,8 @@ fn nemesis(secs: u64, seed: u64, kinds: Option<&str>) {
     });
     // The real clients stop writing by themselves; then the members can
     // settle on one index for the checks.
-    let kazoo = kazoo.wait_with_output().unwrap();
-    assert!(kazoo.status.success(), "the kazoo writer failed");
-    let kazoo_acked: Vec<String> = String::from_utf8_lossy(&kazoo.stdout).lines().map(str::to_owned).collect();
+    assert!(kazoo.wait().unwrap().success(), "the kazoo writer failed");
+    let kazoo_acked: Vec<String> = kazoo_out.join().unwrap().lines().map(str::to_owned).collect();
     let rust_acked = rust_client.join().unwrap();
     let report = workload::check(&mut c, h, KEYS);
     // Every create the real clients were told succeeded is there.
