@@ -217,9 +217,13 @@ impl Default for Config {
             extended_types: false,
             superuser_digest: None,
             four_letter_words: ["srvr", "stat", "ruok", "envi", "conf", "isro", "mntr"].map(String::from).to_vec(),
-            election_timeout_min_ms: 80,
-            election_timeout_max_ms: 160,
-            heartbeat_interval_ms: 30,
+            // The upper bound is also the leader lease: a leader whose
+            // quorum has not answered an RPC sent within it refuses
+            // writes. 160 ms was exceeded on a loaded 2-core machine (3
+            // members and 256 writing sessions), and every write failed.
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            heartbeat_interval_ms: 50,
             snapshot_every_entries: 100_000,
             snapshot_logs_to_keep: 10_000,
             state_cache_bytes: 32 << 20,
