@@ -34,7 +34,7 @@ elif [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ]; then
     }
 else
     echo "plugins: no wasm32 toolchain: run 'rustup target add $target', or" >&2
-    echo "         'apt-get install rustc-web cargo-web rust-web-src lld-22'" >&2
+    echo "         'apt-get install rustc-web cargo-web rust-web-src rust-web-llvm lld-22'" >&2
     exit 1
 fi
 

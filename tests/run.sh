@@ -21,7 +21,7 @@ APT_PACKAGES=(zookeeper zookeeper-bin python3 python3-venv)
 # Plugins build for wasm32: with a rustup target where one exists, else with
 # Debian's rustc-web, which builds std from source (plugins/build.sh).
 if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-  APT_PACKAGES+=(rustc-web cargo-web rust-web-src lld-22)
+  APT_PACKAGES+=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22)
 fi
 # C plugins build with clang and wasi-libc.
 APT_PACKAGES+=(clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32)
