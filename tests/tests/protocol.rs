@@ -262,6 +262,39 @@ fn four_letter_words() {
     assert_eq!(c.four("cons"), "cons is not executed because it is not in the whitelist.\n");
 }
 
+/// `mntr` once held the watch table while counting connections, and the
+/// apply's publish takes them the other way round: with watches firing,
+/// the two deadlocked and the server stopped answering.
+#[test]
+fn mntr_answers_while_writes_fire_watches() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Corral::start(dir.path());
+    let client = c.client;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut w = Raw::connect(client, 4000);
+            let mut watcher = Raw::connect(client, 4000);
+            w.call(1, CREATE, create("/hot", Some(b"0"), 0));
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                // A watch set and fired per write: publish takes both locks.
+                watcher.call(i, GET_DATA, Jute::default().str("/hot").bool(true));
+                w.call(i, SET_DATA, Jute::default().str("/hot").buf(Some(b"1")).int(-1));
+            }
+            i
+        })
+    };
+    for n in 0..1500 {
+        let mntr = c.four("mntr");
+        assert!(mntr.contains("zk_watch_count\t"), "mntr #{n} got no answer: {mntr:?}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 100, "the writes did not run alongside");
+}
+
 #[test]
 fn health_and_metrics() {
     let dir = tempfile::tempdir().unwrap();

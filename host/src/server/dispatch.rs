@@ -69,6 +69,9 @@ pub struct Change {
     pub acl: Vec<Acl>,
 }
 
+/// Lock order, where more than one is held: `conns`, then `watches`, then
+/// `waiters` (as [`ApplySink::publish`] takes them). Anything else takes
+/// one at a time.
 pub struct Dispatcher {
     node: u64,
     conns: Mutex<HashMap<ConnId, ConnHandle>>,

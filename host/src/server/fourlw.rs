@@ -228,7 +228,10 @@ const SYNCED_LAG: u64 = 1000;
 fn mntr(s: &Shared) -> String {
     let (min, avg, max) = s.stats.latency_ms();
     let meta = s.state.meta();
-    let w = s.dispatch.watches.lock();
+    // One lock at a time: the apply's publish takes the connections and
+    // then the watches, so holding the watches while asking for the
+    // connection count could deadlock against it.
+    let watch_count = s.dispatch.watches.lock().count();
     let m = s.raft.metrics().borrow_watched().clone();
     let mut rows: Vec<(&str, String)> = vec![
         ("zk_version", zookeeper_version()),
@@ -241,7 +244,7 @@ fn mntr(s: &Shared) -> String {
         ("zk_num_alive_connections", s.dispatch.connection_count().to_string()),
         ("zk_outstanding_requests", "0".into()),
         ("zk_znode_count", meta.node_count.to_string()),
-        ("zk_watch_count", w.count().to_string()),
+        ("zk_watch_count", watch_count.to_string()),
         ("zk_ephemerals_count", meta.ephemeral_count.to_string()),
         ("zk_approximate_data_size", meta.data_bytes.to_string()),
         ("zk_uptime", s.started.elapsed().as_millis().to_string()),
