@@ -149,6 +149,10 @@ pub struct Config {
     /// How long a write on a member without a leader (an election is on)
     /// waits for one before its client gets ConnectionLoss.
     pub leader_wait_ms: u64,
+    /// How many committed entries a member may have left to apply and still
+    /// answer ready on `/health/ready`. Under load the apply always trails
+    /// the commit by a few entries: readiness must not flap with it.
+    pub ready_max_apply_lag: u64,
     /// The wasm stack a plugin call may use. Where a deep recursion traps
     /// depends on it, so it is part of the engine fingerprint: every member
     /// must use the same value.
@@ -233,6 +237,7 @@ impl Default for Config {
             snapshot_chunk_bytes: 1 << 20,
             raft_rpc_timeout_ms: 2000,
             leader_wait_ms: 2000,
+            ready_max_apply_lag: 1000,
             plugin_max_wasm_stack_bytes: 512 << 10,
             plugin_watchdog_ms: 30_000,
             event_history_entries: 100_000,

@@ -252,14 +252,16 @@ async fn live() -> &'static str {
     "ok\n"
 }
 
-/// The node has re-applied everything committed and serves clients.
+/// The node has recovered its state, knows a leader, and has applied all
+/// but at most `ready_max_apply_lag` of the entries it knows committed.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
-    responses((status = 200, description = "Ready"), (status = 503, description = "Recovering or without a leader")))]
+    responses((status = 200, description = "Ready"), (status = 503, description = "Recovering, without a leader, or far behind the commit")))]
 async fn ready(State(api): State<Api>) -> (StatusCode, String) {
     let m = api.shared.raft.metrics().borrow_watched().clone();
     let applied = m.last_applied.map_or(0, |l| l.index);
     let committed = m.local_committed.map_or(0, |l| l.index);
-    if api.shared.is_ready() && m.current_leader.is_some() && applied >= committed {
+    let caught_up = committed.saturating_sub(applied) <= api.shared.config.ready_max_apply_lag;
+    if api.shared.is_ready() && m.current_leader.is_some() && caught_up {
         (StatusCode::OK, format!("ready: applied {applied}\n"))
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: applied {applied} of committed {committed}\n"))
