@@ -7,6 +7,7 @@
 //! with kazoo; `tests/run.sh` installs them.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,23 +20,42 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// chromedriver and a headless Chromium session; both go when dropped.
+/// chromedriver and a headless Chromium session. [`Browser::quit`] ends
+/// the session (Chromium exits and chromedriver removes its profile);
+/// dropping it, on a failed assertion too, kills chromedriver's process
+/// group, which holds the Chromium processes it started. (Killing
+/// chromedriver alone left them running, orphaned, using CPU for the rest of
+/// the test command.)
 struct Browser {
     driver: Child,
     client: Client,
+    /// Chromium's profile and temporary files (its TMPDIR): removed after
+    /// the processes are gone.
+    _tmp: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn quit(self) {
+        self.client.clone().close().await.expect("the WebDriver session ends");
+    }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.wait();
     }
 }
 
 async fn browser() -> Browser {
     let port = free_port();
+    let tmp = tempfile::tempdir().unwrap();
     let driver = Command::new("chromedriver")
         .arg(format!("--port={port}"))
+        .env("TMPDIR", tmp.path())
+        // A process group of its own, which the browser joins: see Drop.
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -64,7 +84,7 @@ async fn browser() -> Browser {
         .connect(&format!("http://{addr}"))
         .await
         .expect("a Chromium session");
-    Browser { driver, client }
+    Browser { driver, client, _tmp: tmp }
 }
 
 /// An unmodified kazoo client doing `args` (tests/tools/kazoo_do.py).
@@ -449,6 +469,7 @@ async fn the_console_in_a_real_browser() {
         .unwrap();
     assert_eq!(stacked, Value::Bool(true), "tree and detail stack in a narrow window");
     screenshot(b, "narrow").await;
+    br.quit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,4 +504,5 @@ async fn a_read_token_gives_a_read_only_console() {
     until(b, "the login form", "return !document.getElementById('login').hidden").await;
     let saved = b.execute("return sessionStorage.getItem('corral.token')", vec![]).await.unwrap();
     assert_eq!(saved, Value::Null);
+    br.quit().await;
 }
