@@ -239,7 +239,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 })
                 .collect();
+            let started = std::time::Instant::now();
             let result = state.apply(&refs, sink.as_ref());
+            metrics::histogram!("corral_apply_seconds").record(started.elapsed().as_secs_f64());
             drop(refs);
             (batch, result)
         })
@@ -247,6 +249,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(io_err)?;
         result.map_err(io_err)?;
         metrics::counter!("corral_applied_entries_total").increment(batch.len() as u64);
+        metrics::histogram!("corral_apply_batch_entries").record(batch.len() as f64);
         for (_, responder) in batch {
             if let Some(r) = responder {
                 r.send(());
