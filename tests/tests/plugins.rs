@@ -388,6 +388,28 @@ fn cli(c: &Corral, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A member loads its plugins as it opens its state (and as it installs a
+/// snapshot), not when the first entry calls one: that entry would wait for
+/// the compile on the apply path.
+#[test]
+fn a_restarted_member_prepares_its_plugins_before_any_call() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 1, &[], false);
+    deployed(&c.nodes[0], "counter", "counter", "");
+    let compiled = |n: &Corral| n.log().matches("plugin compiled").count();
+    assert_eq!(compiled(&c.nodes[0]), 1);
+    c.nodes[0].stop();
+    c.nodes[0].restart();
+    let ready = eventually(Duration::from_secs(20), || compiled(&c.nodes[0]) == 2);
+    assert!(ready, "not loaded at start-up:\n{}", c.nodes[0].log());
+    // The call finds it ready: no second load.
+    let mut raw = Raw::connect(c.nodes[0].client, 5000);
+    assert_eq!(create(&mut raw, "/counters", b""), 0);
+    assert_eq!(zk_call(&mut raw, 2, "counter", br#"{"path":"/counters/a"}"#), (OK, "1".to_string()));
+    assert_eq!(compiled(&c.nodes[0]), 2);
+}
+
 #[test]
 fn the_cli_deploys_lists_inspects_calls_rolls_back_and_removes_plugins() {
     let _s = serial();

@@ -262,7 +262,7 @@ impl StateDb {
             }
         };
         txn.commit()?;
-        Ok(StateDb {
+        let state = StateDb {
             db,
             gate: RwLock::new(()),
             meta: Mutex::new(meta),
@@ -270,7 +270,29 @@ impl StateDb {
             options,
             plugins,
             halted: Mutex::new(None),
-        })
+        };
+        state.prepare_plugins()?;
+        Ok(state)
+    }
+
+    /// Starts compiling every active plugin in the background (loading it
+    /// from the compile cache where an earlier run left it), so that the
+    /// first entry that calls one waits for as little as possible. Applying
+    /// waits for a compile that is under way rather than starting its own.
+    fn prepare_plugins(&self) -> Result<(), StoreError> {
+        let Some(env) = &self.plugins else { return Ok(()) };
+        let view = self.read_ungated()?;
+        let (Some(records), Some(blobs)) = (view.txn_table(tree::PLUGINS), view.txn_table(tree::BLOBS)) else {
+            return Ok(());
+        };
+        let blobs = blobs?;
+        for rec in plugins::all(&records?)? {
+            let hash = rec.active_version().sha256;
+            if let Some(code) = blobs.get(hash.as_slice())? {
+                env.runtime.prepare(hash, rec.kind, code.value().into());
+            }
+        }
+        Ok(())
     }
 
     /// Why this node stopped applying (a plugin host fault, an engine
@@ -416,6 +438,12 @@ impl StateDb {
         let meta = snapshot::install(&self.db, source)?;
         *self.meta.lock() = meta.clone();
         *self.last_sync.lock() = Instant::now();
+        drop(_gate);
+        // The snapshot's plugins are new to this member: compile them now,
+        // not when the first entry after the snapshot calls one.
+        if let Err(e) = self.prepare_plugins() {
+            tracing::warn!("compiling the plugins of an installed snapshot: {e}");
+        }
         Ok(meta)
     }
 
