@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corral::machine::{Applied, ApplySink, StateDb, StateOptions};
+use corral::machine::{EntryRef, Payload};
 use corral::raft::TypeConfig;
 use corral::raft::log_store::LogStore;
 use corral::raft::state_machine::StateMachine;
-use corral::machine::{EntryRef, Payload};
+use openraft::StorageError;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::testing::log_id;
-use openraft::StorageError;
 use openraft::type_config::TypeConfigExt;
 
 /// The Suite applies only blank and membership entries: nothing to route
@@ -92,8 +92,7 @@ fn a_snapshot_built_while_another_is_installed_keeps_both_intact() {
             let mut sm = StateMachine::new(state, Arc::new(Discard), snapshots.clone()).expect("sm");
             let mut builder = sm.get_snapshot_builder().await;
             let file = std::fs::File::open(&sent_path).expect("source snapshot opens");
-            let (built, installed) =
-                futures::join!(builder.build_snapshot(), sm.install_snapshot(&sent.meta, file));
+            let (built, installed) = futures::join!(builder.build_snapshot(), sm.install_snapshot(&sent.meta, file));
             installed.expect("the install succeeds");
             let built = built.expect("the build succeeds");
             assert!(built.meta.last_log_id.is_some_and(|l| l.index() == 100 + round || l.index() == 5_000));
@@ -106,5 +105,79 @@ fn a_snapshot_built_while_another_is_installed_keeps_both_intact() {
             }
             assert_eq!(sm.applied_state().await.expect("applied").0.map(|l| l.index()), Some(5_000));
         }
+    });
+}
+
+/// Entries at or below `upto` still on disk in the log file at `path`,
+/// read directly (the store must be closed).
+fn stored_at_or_below(path: &std::path::Path, upto: u64) -> usize {
+    let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("log");
+    let db = redb::Database::open(path).expect("the log file opens");
+    let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
+    let log = txn.open_table(table).expect("log table");
+    redb::ReadableTable::range(&log, ..=upto).expect("range").count()
+}
+
+/// Opens the log store at `path`, waiting for an earlier one's writer
+/// thread to let go of the file.
+fn reopen(path: &std::path::Path) -> LogStore {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match LogStore::open(path, 1 << 20) {
+            Ok(log) => return log,
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("the log store does not open again: {e}"),
+        }
+    }
+}
+
+/// Waits until the store at `path` is closed (its writer thread ended) and
+/// holds nothing at or below `upto`.
+fn wait_closed_and_deleted(path: &std::path::Path, upto: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = std::panic::catch_unwind(|| stored_at_or_below(path, upto));
+        match left {
+            Ok(0) => return,
+            _ if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            other => panic!("purged entries left on disk: {other:?}"),
+        }
+    }
+}
+
+/// A purge behind a snapshot covers about 100,000 entries. Deleting them
+/// in the transaction that also appends held appends for 100-180 ms, so the
+/// purge pointer moves at once and the writer deletes the entries in pieces.
+/// Purged entries are never read back meanwhile, and a store reopened with
+/// deletions left finishes them.
+#[test]
+fn a_large_purge_is_deleted_in_pieces_and_never_read_back() {
+    use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
+    use openraft::testing::blank_ent;
+    TypeConfig::run(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("raft-log.redb");
+        let mut log = LogStore::open(&path, 1 << 20).expect("log store opens");
+        log.blocking_append((1..=20_000).map(|i| blank_ent::<TypeConfig>(1, 1, i))).await.expect("append");
+        log.purge(log_id::<TypeConfig>(1, 1, 19_000)).await.expect("purge");
+        log.blocking_append((20_001..=20_010).map(|i| blank_ent::<TypeConfig>(1, 1, i))).await.expect("append");
+        let read = log.get_log_reader().await.try_get_log_entries(0..30_000).await.expect("read");
+        assert_eq!((read.len(), read.first().map(|e| e.log_id.index())), (1_010, Some(19_001)));
+        let state = log.get_log_state().await.expect("log state");
+        assert_eq!(state.last_purged_log_id.map(|l| l.index()), Some(19_000));
+        assert_eq!(state.last_log_id.map(|l| l.index()), Some(20_010));
+        drop(log);
+
+        // Reopened: the same state, whatever the writer had deleted.
+        let mut log = reopen(&path);
+        let state = log.get_log_state().await.expect("log state");
+        assert_eq!(state.last_purged_log_id.map(|l| l.index()), Some(19_000));
+        assert_eq!(state.last_log_id.map(|l| l.index()), Some(20_010));
+        let read = log.get_log_reader().await.try_get_log_entries(0..30_000).await.expect("read");
+        assert_eq!((read.len(), read.first().map(|e| e.log_id.index())), (1_010, Some(19_001)));
+        // Give the writer time to finish deleting, then close and look.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(log);
+        wait_closed_and_deleted(&path, 19_000);
     });
 }

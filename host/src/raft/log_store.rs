@@ -117,23 +117,29 @@ impl LogStore {
     pub fn open(path: &Path, cache_bytes: usize) -> io::Result<LogStore> {
         let db = Database::builder().set_cache_size(cache_bytes).create(path).map_err(io_err)?;
         let txn = db.begin_write().map_err(io_err)?;
-        let (last, vote, committed, last_purged) = {
+        let (last, vote, committed, last_purged, first) = {
             let log = txn.open_table(LOG).map_err(io_err)?;
             let meta = txn.open_table(META).map_err(io_err)?;
             let last = match log.last().map_err(io_err)? {
                 Some((_, v)) => Some(decode::<Entry>("log entry", v.value())?.log_id()),
                 None => None,
             };
+            let first = log.first().map_err(io_err)?.map(|(k, _)| k.value());
             let get = |k: &str| -> io::Result<Option<Vec<u8>>> {
                 Ok(meta.get(k).map_err(io_err)?.map(|v| v.value().to_vec()))
             };
             let vote = get("vote")?.map(|b| decode::<Vote>("vote", &b)).transpose()?;
             let committed = get("committed")?.map(|b| decode::<LogId>("committed", &b)).transpose()?;
             let purged = get("last_purged")?.map(|b| decode::<LogId>("last_purged", &b)).transpose()?;
-            (last, vote, committed, purged)
+            (last, vote, committed, purged, first)
         };
         txn.commit().map_err(io_err)?;
-        let last_log_id = last.or_else(|| last_purged);
+        // Entries a purge had not yet deleted when the process stopped.
+        let backlog = last_purged.as_ref().map(|p| p.index()).filter(|&p| first.is_some_and(|f| f <= p));
+        let last_log_id = match (last, last_purged) {
+            (Some(l), Some(p)) if l.index() < p.index() => Some(p),
+            (l, p) => l.or(p),
+        };
         let shared = Arc::new(Shared {
             db,
             cached: Mutex::new(Cached { pending: BTreeMap::new(), last_log_id, last_purged, vote, committed }),
@@ -142,7 +148,7 @@ impl LogStore {
         let writer = shared.clone();
         std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(&writer, rx))
+            .spawn(move || writer_loop(&writer, rx, backlog))
             .map_err(io_err)?;
         Ok(LogStore { shared, writes })
     }
@@ -158,15 +164,48 @@ impl LogStore {
     }
 }
 
+/// At most this many purged entries are deleted in one write batch. A purge
+/// behind a snapshot covers ~100,000 entries, and deleting them in the
+/// transaction that also appends held every append behind it for 100-180
+/// ms; the purge pointer moves at once, and the deletion follows in pieces.
+const PURGE_CHUNK: usize = 1024;
+
 /// The writer thread: one redb transaction, one fsync, per drained batch.
-fn writer_loop(shared: &Shared, rx: mpsc::Receiver<WriteOp>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
+/// `backlog` is the highest purged index that may still hold entries.
+fn writer_loop(shared: &Shared, rx: mpsc::Receiver<WriteOp>, mut backlog: Option<u64>) {
+    loop {
+        // With deletions left, an idle writer goes on with them.
+        let first = if backlog.is_some() {
+            match rx.recv_timeout(std::time::Duration::from_millis(10)) {
+                Ok(op) => Some(op),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match rx.recv() {
+                Ok(op) => Some(op),
+                Err(_) => return,
+            }
+        };
+        let mut batch: Vec<WriteOp> = first.into_iter().collect();
         while let Ok(op) = rx.try_recv() {
             batch.push(op);
         }
         let started = Instant::now();
-        let result = write_batch(&shared.db, &batch);
+        let result = write_batch(&shared.db, &batch, backlog);
+        if let Ok(left) = &result {
+            backlog = *left;
+        }
+        let result = result.map(|_| ());
+        if batch.is_empty() {
+            if let Err(e) = result {
+                // Left for the next start; a failing disk shows on the next
+                // append, which fails the node.
+                tracing::warn!("deleting purged log entries: {e}");
+                backlog = None;
+            }
+            continue;
+        }
         let entries: usize =
             batch.iter().map(|op| if let WriteOp::Append { entries, .. } = op { entries.len() } else { 0 }).sum();
         metrics::histogram!("corral_log_fsync_seconds").record(started.elapsed().as_secs_f64());
@@ -197,7 +236,10 @@ fn writer_loop(shared: &Shared, rx: mpsc::Receiver<WriteOp>) {
     }
 }
 
-fn write_batch(db: &Database, batch: &[WriteOp]) -> Result<(), redb::Error> {
+/// Writes `batch` and deletes up to [`PURGE_CHUNK`] purged entries (those
+/// at or below `backlog`, or below a purge in the batch). Returns the
+/// backlog left.
+fn write_batch(db: &Database, batch: &[WriteOp], mut backlog: Option<u64>) -> Result<Option<u64>, redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     {
@@ -222,13 +264,23 @@ fn write_batch(db: &Database, batch: &[WriteOp]) -> Result<(), redb::Error> {
                 }
                 WriteOp::Purge { upto, .. } => {
                     meta.insert("last_purged", encode(upto).as_slice())?;
-                    log.retain_in(..=upto.index(), |_, _| false)?;
+                    backlog = backlog.max(Some(upto.index()));
                 }
+            }
+        }
+        if let Some(upto) = backlog {
+            let chunk: Vec<u64> =
+                log.range(..=upto)?.take(PURGE_CHUNK).map(|r| r.map(|(k, _)| k.value())).collect::<Result<_, _>>()?;
+            if let Some(&last) = chunk.last() {
+                log.retain_in(..=last, |_, _| false)?;
+            }
+            if chunk.len() < PURGE_CHUNK {
+                backlog = None;
             }
         }
     }
     txn.commit()?;
-    Ok(())
+    Ok(backlog)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -245,6 +297,11 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Included(&e) => e.saturating_add(1),
             Bound::Excluded(&e) => e,
             Bound::Unbounded => u64::MAX,
+        };
+        // Purged entries may still be on disk until the writer deletes them.
+        let start = match self.shared.cached.lock().last_purged.as_ref() {
+            Some(p) => start.max(p.index() + 1),
+            None => start,
         };
         if start >= end {
             return Ok(Vec::new());

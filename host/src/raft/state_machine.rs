@@ -165,8 +165,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let state = self.state.clone();
         let dir = self.snapshots.clone();
         tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             // Durable state first: the log is purged up to this snapshot.
             state.sync().map_err(io_err)?;
+            let synced = started.elapsed();
             let view = state.read_ungated().map_err(io_err)?;
             let meta = view.meta().map_err(io_err)?;
             let (last_log_id, last_membership) = applied_of(&meta)?;
@@ -177,7 +179,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 .map_err(io_err)?;
             out.into_inner().map_err(io_err)?.sync_all()?;
             let file = dir.publish(&tmp, meta.applied_index)?;
-            tracing::info!(index = meta.applied_index, "snapshot built");
+            tracing::info!(
+                index = meta.applied_index,
+                sync_ms = synced.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "snapshot built"
+            );
             SnapshotDir::read(file)
         })
         .await
