@@ -108,39 +108,25 @@ fn a_snapshot_built_while_another_is_installed_keeps_both_intact() {
     });
 }
 
-/// Entries at or below `upto` still on disk in the log file at `path`,
-/// read directly (the store must be closed).
-fn stored_at_or_below(path: &std::path::Path, upto: u64) -> usize {
+/// Entries at or below `upto` still on disk in the log file at `path`, read
+/// directly; `None` while a store still holds the file open.
+fn stored_at_or_below(path: &std::path::Path, upto: u64) -> Option<usize> {
     let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("log");
-    let db = redb::Database::open(path).expect("the log file opens");
+    let db = redb::Database::open(path).ok()?;
     let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
     let log = txn.open_table(table).expect("log table");
-    redb::ReadableTable::range(&log, ..=upto).expect("range").count()
+    Some(redb::ReadableTable::range(&log, ..=upto).expect("range").count())
 }
 
-/// Opens the log store at `path`, waiting for an earlier one's writer
-/// thread to let go of the file.
-fn reopen(path: &std::path::Path) -> LogStore {
+/// `f`'s first `Some`, trying for up to 10 s: a closed store's writer
+/// thread lets go of the file a moment after the store is dropped.
+fn within_10s<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match LogStore::open(path, 1 << 20) {
-            Ok(log) => return log,
-            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => panic!("the log store does not open again: {e}"),
-        }
-    }
-}
-
-/// Waits until the store at `path` is closed (its writer thread ended) and
-/// holds nothing at or below `upto`.
-fn wait_closed_and_deleted(path: &std::path::Path, upto: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = std::panic::catch_unwind(|| stored_at_or_below(path, upto));
-        match left {
-            Ok(0) => return,
-            _ if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            other => panic!("purged entries left on disk: {other:?}"),
+        match f() {
+            Some(v) => return Some(v),
+            None if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            None => return None,
         }
     }
 }
@@ -169,7 +155,7 @@ fn a_large_purge_is_deleted_in_pieces_and_never_read_back() {
         drop(log);
 
         // Reopened: the same state, whatever the writer had deleted.
-        let mut log = reopen(&path);
+        let mut log = within_10s(|| LogStore::open(&path, 1 << 20).ok()).expect("the log store opens again");
         let state = log.get_log_state().await.expect("log state");
         assert_eq!(state.last_purged_log_id.map(|l| l.index()), Some(19_000));
         assert_eq!(state.last_log_id.map(|l| l.index()), Some(20_010));
@@ -178,6 +164,7 @@ fn a_large_purge_is_deleted_in_pieces_and_never_read_back() {
         // Give the writer time to finish deleting, then close and look.
         tokio::time::sleep(Duration::from_millis(500)).await;
         drop(log);
-        wait_closed_and_deleted(&path, 19_000);
+        let left = within_10s(|| stored_at_or_below(&path, 19_000).filter(|&n| n == 0));
+        assert_eq!(left, Some(0), "purged entries left on disk");
     });
 }

@@ -248,11 +248,11 @@ fn the_same_plugin_workload_gives_identical_digests_and_fuel_on_every_member_and
     // member joined (raw clients send no pings).
     let mut raws: Vec<Raw> = c.nodes.iter().map(|n| Raw::connect(n.client, 5000)).collect();
     workload(&mut raws, 1, 30, &mut randoms);
-    // The new member compiles the snapshot's plugins as it first applies
-    // past them (QuickJS takes seconds in a debug build). A session opened
-    // on it meanwhile starts its timeout at the leader's apply but hears of
-    // its ConnectResponse only after that stall, and a raw client sends no
-    // pings: let it catch up first.
+    // The new member compiles the snapshot's plugins once it has installed
+    // it, and applies no entry that calls one before that (QuickJS takes
+    // seconds in a debug build). A session opened on it meanwhile starts its
+    // timeout at the leader's apply but hears of its ConnectResponse only
+    // after that wait, and a raw client sends no pings: let it catch up.
     c.nodes.push(four);
     c.converged();
     let mut r4 = Raw::connect(c.nodes[3].client, 5000);

@@ -434,11 +434,11 @@ impl StateDb {
 
     /// Replaces the whole state with a snapshot's (see [`snapshot::install`]).
     pub fn install(&self, source: &mut dyn std::io::Read) -> Result<Meta, snapshot::SnapshotError> {
-        let _gate = self.gate.write();
+        let gate = self.gate.write();
         let meta = snapshot::install(&self.db, source)?;
         *self.meta.lock() = meta.clone();
         *self.last_sync.lock() = Instant::now();
-        drop(_gate);
+        drop(gate);
         // The snapshot's plugins are new to this member: compile them now,
         // not when the first entry after the snapshot calls one.
         if let Err(e) = self.prepare_plugins() {
