@@ -31,6 +31,9 @@ APT_PACKAGES+=(chromium chromium-driver)
 APT_PACKAGES+=(faketime gcc)
 # TLS tests make their certificates with the openssl command line.
 APT_PACKAGES+=(openssl)
+# Tests signal servers (and the console test's browser group) with kill(1),
+# which minimal Debian images leave out.
+APT_PACKAGES+=(procps)
 # JavaScript plugins build with componentize-qjs from npm.
 command -v npm >/dev/null || APT_PACKAGES+=(nodejs npm)
 missing=()
