@@ -36,6 +36,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use openraft::async_runtime::WatchReceiver;
+use tower_http::limit::RequestBodyLimitLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -197,7 +198,12 @@ pub fn router(shared: Arc<Shared>, prometheus: PrometheusHandle) -> Router {
         .route("/", axum::routing::get(console::index))
         .route("/console/{file}", axum::routing::get(console::asset))
         .layer(axum::middleware::from_fn(audit))
-        .layer(DefaultBodyLimit::max(max_body))
+        // tower-http's limit refuses a declared Content-Length over the limit
+        // before reading any of the body, and cuts a streamed one at the
+        // limit; axum's own per-extractor limit (2 MiB) is turned off so
+        // that this one setting is the only limit.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(max_body))
         .with_state(Api { shared, prometheus })
 }
 
