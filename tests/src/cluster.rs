@@ -335,7 +335,9 @@ fn pipe(
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
             Err(_) => break,
         }
-        while due.front().is_some_and(|(at, _)| *at <= Instant::now()) {
+        // Checked again before each write: bytes read just before a cut
+        // are held too, not let through after it.
+        while due.front().is_some_and(|(at, _)| *at <= Instant::now()) && !links.held(link()) {
             let (_, bytes) = due.pop_front().expect("a front");
             if dst.write_all(&bytes).is_err() {
                 break 'copy;
