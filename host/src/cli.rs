@@ -26,7 +26,7 @@ use serde::de::DeserializeOwned;
 
 use crate::client::{Client, ClientError};
 use crate::http::admin::{ClusterView, CreatedToken, MemberChange, TokenView};
-use crate::http::plugins::{Activated, PluginView};
+use crate::http::plugins::{Activated, EngineView, PluginView};
 use crate::http::tree::{ChildrenPage, Created, NodeView, StatView, Updated};
 use crate::proto::data::Acl;
 use crate::proto::op;
@@ -146,6 +146,13 @@ pub enum ClusterCommand {
     Remove { id: u64 },
 }
 
+/// A step of a wasm engine upgrade.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum EngineStep {
+    Pause,
+    Adopt,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PluginCommand {
     /// Deploy a component (a new plugin, or a new version of one): checked
@@ -198,6 +205,13 @@ pub enum PluginCommand {
         /// rather than a recipe (4096).
         #[arg(long)]
         query: bool,
+    },
+    /// The cluster's wasm engine, for a Corral upgrade: `pause` plugins
+    /// first, upgrade the members one by one, then `adopt` the engine they
+    /// all run. Without an action, shows where the cluster stands.
+    Engine {
+        #[arg(value_enum)]
+        action: Option<EngineStep>,
     },
 }
 
@@ -868,6 +882,27 @@ pub fn plugin(t: Target, cmd: PluginCommand) -> Result<(), CliError> {
         PluginCommand::Remove { name } => {
             a.call::<serde_json::Value>("DELETE", &format!("/api/v1/plugins/{}", url_escape(&name)), None)?;
             if t.json { print_json(&serde_json::json!({ "removed": name })) } else { println!("removed {name}") }
+        }
+        PluginCommand::Engine { action } => {
+            let v: EngineView = match action {
+                None => a.call("GET", "/api/v1/plugin-engine", None)?,
+                Some(EngineStep::Pause) => {
+                    a.call("POST", "/api/v1/plugin-engine/pause", Some(serde_json::json!({})))?
+                }
+                Some(EngineStep::Adopt) => {
+                    a.call("POST", "/api/v1/plugin-engine/adopt", Some(serde_json::json!({})))?
+                }
+            };
+            if t.json {
+                print_json(&v);
+            } else {
+                let paused = v.paused_zxid.map_or(String::new(), |z| format!("; plugins paused since zxid 0x{z:x}"));
+                println!("cluster engine {}{paused}", v.cluster.as_deref().unwrap_or("(none yet)"));
+                for m in &v.members {
+                    let (version, engine) = (m.version.as_deref().unwrap_or("-"), m.engine.as_deref().unwrap_or("-"));
+                    println!("  {}\tcorral {version}\tengine {engine}", m.id);
+                }
+            }
         }
         PluginCommand::Call { name, args, .. } => {
             let out = a.raw(

@@ -1,6 +1,7 @@
 //! Wasm plugins on a real cluster: hostile guests, determinism across
 //! members (one of them restored from a snapshot), fail-stop on an engine
-//! fingerprint mismatch, and upgrade and rollback under load.
+//! fingerprint mismatch, an engine upgrade, and upgrade and rollback under
+//! load.
 //!
 //! The components come from `plugins/build.sh` (tests/run.sh runs it
 //! first); a missing build is a failure, not a skip.
@@ -310,6 +311,97 @@ fn a_member_whose_engine_fingerprint_differs_stops_applying_and_the_others_go_on
         assert_eq!((status, out), (OK, i.to_string()));
     }
     c.nodes.truncate(2);
+    c.converged();
+}
+
+/// `POST` to the admin API: (status, JSON body).
+fn post(c: &Corral, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut r = agent()
+        .post(format!("{}{path}", c.api()))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .send(body)
+        .unwrap();
+    (r.status().as_u16(), r.body_mut().read_json().unwrap_or_default())
+}
+
+fn engine(c: &Corral) -> serde_json::Value {
+    let (status, body) = c.http_get_as("/api/v1/plugin-engine", Some(TOKEN));
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// A Corral upgrade that changes the wasm engine, on a cluster with
+/// plugins: pause plugins, move every member to the new engine one by one
+/// (here: another wasm stack size, which is part of the fingerprint), and
+/// adopt it. No member stops, plain writes go on throughout, and plugins
+/// take up their state where they left it.
+#[test]
+fn an_engine_upgrade_pauses_plugins_rolls_every_member_and_adopts_the_new_engine() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(dir.path(), 3, &[], false);
+    deployed(&c.nodes[0], "counter", "counter", "");
+    deployed(&c.nodes[0], "schemas", "json_schema", "bind=/cfg");
+    let mut raw = Raw::connect(c.nodes[0].client, 5000);
+    for p in ["/counters", "/cfg", "/plain"] {
+        assert_eq!(create(&mut raw, p, b""), 0);
+    }
+    assert_eq!(create(&mut raw, "/cfg/.schema", br#"{"type":"object","required":["n"]}"#), 0);
+    assert_eq!(zk_call(&mut raw, 3, "counter", br#"{"path":"/counters/a"}"#), (OK, "1".to_string()));
+    let old = engine(&c.nodes[0]);
+    assert!(old["cluster"].is_string() && old["paused_zxid"].is_null(), "{old}");
+    assert_eq!(old["adoptable"], old["cluster"], "{old}");
+
+    let (ok, out, err) = cli(&c.nodes[1], &["plugin", "engine", "pause"]);
+    assert!(ok && out.contains("plugins paused since zxid"), "{out}{err}");
+    assert!(engine(&c.nodes[1])["paused_zxid"].is_u64(), "{}", engine(&c.nodes[1]));
+    // Paused: recipe calls fail, validated writes are refused, deploys too;
+    // plain writes go on.
+    let (status, out) = zk_call(&mut raw, 4, "counter", br#"{"path":"/counters/a"}"#);
+    assert!(status == TRAP && out.contains("paused"), "{status} {out}");
+    assert_eq!(create(&mut raw, "/cfg/x", br#"{"n":1}"#), -8);
+    let (status, body) = deploy(&c.nodes[2], "counter", "counter", "");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("paused"), "{body}");
+
+    let mut new_engine = None;
+    for i in 0..3 {
+        c.nodes[i].stop();
+        c.nodes[i].set("plugin_max_wasm_stack_bytes", "1048576");
+        c.nodes[i].restart();
+        c.leader();
+        let local = engine(&c.nodes[i])["local"].clone();
+        assert_ne!(local, old["cluster"], "the new setting must change the fingerprint");
+        new_engine = Some(local.clone());
+        let published =
+            eventually(Duration::from_secs(30), || engine(&c.nodes[(i + 1) % 3])["members"][i]["engine"] == local);
+        assert!(published, "member {} did not publish its build: {}", i + 1, engine(&c.nodes[(i + 1) % 3]));
+        let mut raw = Raw::connect(c.nodes[(i + 1) % 3].client, 5000);
+        assert_eq!(create(&mut raw, &format!("/plain/p{i}"), b""), 0);
+        let (status, _) = zk_call(&mut raw, 2, "counter", br#"{"path":"/counters/a"}"#);
+        assert_eq!(status, TRAP);
+        if i < 2 {
+            // Not every member runs the new engine yet.
+            let (status, body) = post(&c.nodes[i], "/api/v1/plugin-engine/adopt", "{}");
+            assert_eq!(status, 409, "{body}");
+        }
+    }
+    // Apply re-checks what is adopted against the members' builds.
+    let (status, body) = post(&c.nodes[0], "/api/v1/plugin-engine/adopt", r#"{"fingerprint":"0123"}"#);
+    assert_eq!(status, 409, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("members 1"), "{body}");
+    let (status, adopted) = post(&c.nodes[2], "/api/v1/plugin-engine/adopt", "{}");
+    assert_eq!(status, 200, "{adopted}");
+    assert_eq!(Some(adopted["cluster"].clone()), new_engine, "{adopted}");
+    assert!(adopted["paused_zxid"].is_null(), "{adopted}");
+
+    let mut raw = Raw::connect(c.nodes[1].client, 5000);
+    assert_eq!(zk_call(&mut raw, 5, "counter", br#"{"path":"/counters/a"}"#), (OK, "2".to_string()));
+    assert_eq!(create(&mut raw, "/cfg/x", br#"{"n":1}"#), 0);
+    assert_eq!(create(&mut raw, "/cfg/y", br#"{"m":1}"#), -8, "the validator runs again");
+    deployed(&c.nodes[0], "counter", "counter", "");
+    assert!(c.nodes.iter_mut().all(|n| n.is_running()));
     c.converged();
 }
 

@@ -171,6 +171,8 @@ pub struct MemberView {
     pub client_addr: Option<String>,
     /// Its admin HTTP address, once it has published it.
     pub http_addr: Option<String>,
+    /// The Corral version it published at its last start.
+    pub version: Option<String>,
     /// `voter` or `learner`.
     pub role: String,
     /// Last log index known replicated to it (from the leader only).
@@ -220,6 +222,7 @@ fn cluster_view(api: &Api) -> ClusterView {
                 raft_addr: node.raft_addr.clone(),
                 client_addr: published.and_then(|p| p.client_addr.clone()),
                 http_addr: published.and_then(|p| p.http_addr.clone()),
+                version: published.and_then(|p| p.version.clone()),
                 role: if voters.contains(id) { "voter" } else { "learner" }.into(),
                 matched_index: matched,
                 lag: matched.map(|x| last.saturating_sub(x)),

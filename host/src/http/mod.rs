@@ -183,6 +183,9 @@ pub fn routes() -> (Router<Api>, utoipa::openapi::OpenApi) {
         .routes(routes!(plugins::rollback))
         .routes(routes!(plugins::enable))
         .routes(routes!(plugins::call))
+        .routes(routes!(plugins::engine))
+        .routes(routes!(plugins::pause))
+        .routes(routes!(plugins::adopt))
         .routes(routes!(live))
         .routes(routes!(ready))
         .routes(routes!(render_metrics))
@@ -214,7 +217,9 @@ pub fn router(shared: Arc<Shared>, prometheus: PrometheusHandle) -> Router {
 async fn audit(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     let path = req.uri().path().to_owned();
     let audited = req.method() != axum::http::Method::GET
-        && (["/api/v1/tokens", "/api/v1/cluster", "/api/v1/acl", "/api/v1/import"].iter().any(|p| path.starts_with(p))
+        && (["/api/v1/tokens", "/api/v1/cluster", "/api/v1/acl", "/api/v1/import", "/api/v1/plugin-engine"]
+            .iter()
+            .any(|p| path.starts_with(p))
             || (path.starts_with("/api/v1/plugins/") && !path.ends_with("/call"))
             || (path.starts_with("/api/v1/sessions/") && req.method() == axum::http::Method::DELETE));
     if !audited {

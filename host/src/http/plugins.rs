@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::Api;
 use super::auth::Principal;
 use super::error::{ApiError, ErrorBody};
-use crate::machine::command::{Deploy, Op, Scope};
+use crate::machine::command::{Deploy, EngineAction, Op, Scope};
 use crate::machine::plugins::{self, MAX_CHUNK_BYTES, MAX_PLUGIN_BYTES, PluginRecord, QueryError};
 use crate::machine::{Reply, WriteResult};
 use crate::plugin::{CallError, Kind, Limits, hex};
@@ -328,6 +328,115 @@ pub async fn remove(State(api): State<Api>, who: Principal, Path(name): Path<Str
     let reply = api.propose(Op::PluginRemove { name: name.clone(), identity: who.identity() }).await?.1;
     plugin_reply(reply, &name)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// One member's build, as it published it at its last start.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct MemberBuildView {
+    pub id: u64,
+    /// Corral's version.
+    pub version: Option<String>,
+    /// Its wasm engine fingerprint (empty: it has no plugin runtime).
+    pub engine: Option<String>,
+}
+
+/// The cluster's wasm engine, and where an engine upgrade stands.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct EngineView {
+    /// The cluster's engine fingerprint: fixed by the first deploy, changed
+    /// only by adoption. A member with another must not run plugins.
+    pub cluster: Option<String>,
+    /// This member's fingerprint.
+    pub local: Option<String>,
+    /// While plugins are paused: the zxid of the pause.
+    pub paused_zxid: Option<u64>,
+    pub members: Vec<MemberBuildView>,
+    /// What `adopt` would adopt: the fingerprint every member published, if
+    /// they all agree.
+    pub adoptable: Option<String>,
+}
+
+fn engine_view(api: &Api) -> EngineView {
+    let meta = api.shared.state.meta();
+    let members: Vec<MemberBuildView> = meta
+        .members
+        .iter()
+        .map(|(id, m)| MemberBuildView { id: *id, version: m.version.clone(), engine: m.engine.clone() })
+        .collect();
+    let first = members.first().and_then(|m| m.engine.clone()).filter(|e| !e.is_empty());
+    let adoptable = first.filter(|f| members.iter().all(|m| m.engine.as_ref() == Some(f)));
+    EngineView {
+        cluster: meta.plugin_fingerprint.clone(),
+        local: api.shared.state.plugins().map(|p| p.runtime.fingerprint().to_owned()),
+        paused_zxid: meta.plugins_paused_at,
+        members,
+        adoptable,
+    }
+}
+
+fn engine_reply(api: &Api, reply: Reply) -> Result<Json<EngineView>, ApiError> {
+    match reply {
+        Reply::Write(Ok(WriteResult::Checked)) => Ok(Json(engine_view(api))),
+        Reply::Write(Err(e)) => Err(ApiError::zk(e, "")),
+        Reply::Rejected { message, .. } => Err(ApiError::new(StatusCode::CONFLICT, "engine_mismatch", message)),
+        other => Err(ApiError::internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+/// The cluster's wasm engine fingerprint, each member's, and whether
+/// plugins are paused for an engine upgrade. Needs `read`.
+#[utoipa::path(get, path = "/api/v1/plugin-engine", tag = "plugins", security(("token" = [])),
+    responses((status = 200, body = EngineView), (status = 401, body = ErrorBody)))]
+pub async fn engine(State(api): State<Api>, who: Principal) -> Result<Json<EngineView>, ApiError> {
+    who.require(Scope::Read)?;
+    Ok(Json(engine_view(&api)))
+}
+
+/// Pauses plugins on every member, at one log index, before an upgrade
+/// that changes the engine: from that entry on, recipe calls and queries
+/// fail, writes that a validator or trigger watches are refused, triggers
+/// on a session's end do not run, and deploys and rollbacks are refused.
+/// Members can then run another Corral version one by one. Needs `plugin`.
+#[utoipa::path(post, path = "/api/v1/plugin-engine/pause", tag = "plugins", security(("token" = [])),
+    responses((status = 200, body = EngineView), (status = 403, body = ErrorBody)))]
+pub async fn pause(State(api): State<Api>, who: Principal) -> Result<Json<EngineView>, ApiError> {
+    who.require(Scope::Plugin)?;
+    let op = Op::PluginEngine { action: EngineAction::Pause, identity: who.identity() };
+    let reply = api.propose(op).await?.1;
+    engine_reply(&api, reply)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct Adopt {
+    /// The fingerprint to adopt; by default, the one every member published.
+    pub fingerprint: Option<String>,
+}
+
+/// Adopts the engine fingerprint every member now runs, and resumes
+/// plugins: refused (409) unless every member published that fingerprint.
+/// Needs `plugin`.
+#[utoipa::path(post, path = "/api/v1/plugin-engine/adopt", tag = "plugins", request_body = Adopt,
+    security(("token" = [])),
+    responses((status = 200, body = EngineView), (status = 409, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn adopt(
+    State(api): State<Api>,
+    who: Principal,
+    body: Option<Json<Adopt>>,
+) -> Result<Json<EngineView>, ApiError> {
+    who.require(Scope::Plugin)?;
+    let view = engine_view(&api);
+    let Some(fingerprint) = body.and_then(|b| b.0.fingerprint).or(view.adoptable) else {
+        let members = serde_json::to_value(&view.members).unwrap_or_default();
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "engine_mismatch",
+            "the members do not all run one engine yet: upgrade the rest, and wait for each to publish its build",
+        )
+        .with_details(members));
+    };
+    let op = Op::PluginEngine { action: EngineAction::Adopt { fingerprint }, identity: who.identity() };
+    let reply = api.propose(op).await?.1;
+    engine_reply(&api, reply)
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]

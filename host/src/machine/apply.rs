@@ -375,6 +375,15 @@ impl Apply<'_, '_> {
             Op::PluginRollback { name, identity } => Ok((self.plugin_rollback(name, identity)?, None)),
             Op::PluginRemove { name, identity } => Ok((self.plugin_remove(name, identity)?, None)),
             Op::PluginEnable { name, enabled, identity } => Ok((self.plugin_enable(name, *enabled, identity)?, None)),
+            Op::PluginEngine { action, identity } => Ok((self.plugin_engine(action, identity)?, None)),
+            Op::MemberBuild { node, version, engine } => {
+                let Some(m) = self.meta.members.get_mut(node) else {
+                    return Ok((Reply::Write(Err(ErrorCode::NoNode)), None));
+                };
+                m.version = Some(version.clone());
+                m.engine = Some(engine.clone());
+                Ok((Reply::Write(Ok(WriteResult::Checked)), None))
+            }
             Op::Reap { path, never_used_ms } => {
                 self.reap(path, *never_used_ms)?;
                 Ok((Reply::None, None))

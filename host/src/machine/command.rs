@@ -178,13 +178,40 @@ pub enum Op {
         args: Vec<u8>,
     },
     /// Disables a plugin by hand (as its breaker would), or enables it
-    /// again and clears its trap count. Last in the enum: variants are
-    /// encoded by position, so new ones go at the end.
+    /// again and clears its trap count. Variants are encoded by position:
+    /// new ones go at the end.
     PluginEnable {
         name: String,
         enabled: bool,
         identity: Identity,
     },
+    /// A member publishes the build it runs: Corral's version and its wasm
+    /// engine fingerprint. `PluginEngine::Adopt` needs every member's.
+    MemberBuild {
+        node: u64,
+        version: String,
+        engine: String,
+    },
+    /// Pauses plugin work for an engine upgrade, or adopts the engine every
+    /// member now runs and resumes it.
+    PluginEngine {
+        action: EngineAction,
+        identity: Identity,
+    },
+}
+
+/// The two steps of changing the cluster's wasm engine (a Corral upgrade).
+/// A member whose engine differs from the cluster's must not run plugins;
+/// while plugins are paused, none runs anywhere, so members can be
+/// upgraded one by one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EngineAction {
+    /// From this entry on, every plugin call fails with "paused" and no
+    /// deploy or rollback is taken.
+    Pause,
+    /// Makes `fingerprint` the cluster's and resumes plugins: refused
+    /// unless every member published it (`Op::MemberBuild`).
+    Adopt { fingerprint: String },
 }
 
 /// A plugin deploy: what was uploaded, what it is, where it binds.
@@ -264,6 +291,11 @@ impl fmt::Display for Command {
             Op::PluginRollback { name, .. } => write!(f, "pluginRollback({name})"),
             Op::PluginRemove { name, .. } => write!(f, "pluginRemove({name})"),
             Op::PluginEnable { name, enabled, .. } => write!(f, "pluginEnable({name}: {enabled})"),
+            Op::MemberBuild { node, version, engine } => write!(f, "memberBuild({node}: {version}, engine {engine})"),
+            Op::PluginEngine { action: EngineAction::Pause, .. } => write!(f, "pluginEngine(pause)"),
+            Op::PluginEngine { action: EngineAction::Adopt { fingerprint }, .. } => {
+                write!(f, "pluginEngine(adopt {fingerprint})")
+            }
             Op::Call { session, plugin, args, .. } => {
                 write!(f, "0x{:x}: call {plugin} ({} bytes)", session.unwrap_or(0), args.len())
             }

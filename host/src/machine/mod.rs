@@ -76,6 +76,9 @@ pub struct Meta {
     pub plugin_fingerprint: Option<String>,
     /// Validators and triggers deployed: while zero, writes skip plugins.
     pub bound_plugins: u32,
+    /// The index of the entry that paused plugins for an engine upgrade,
+    /// while they are paused (`EngineAction`).
+    pub plugins_paused_at: Option<u64>,
 }
 
 /// One member as the replicated state knows it.
@@ -88,6 +91,10 @@ pub struct Member {
     pub client_addr: Option<String>,
     /// Its admin HTTP address, once it published it.
     pub http_addr: Option<String>,
+    /// The Corral version and wasm engine fingerprint it runs, as it
+    /// published them at its last start (`Op::MemberBuild`).
+    pub version: Option<String>,
+    pub engine: Option<String>,
 }
 
 impl Meta {

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::apply::{Apply, Fail, Staged};
-use super::command::{Deploy, Identity};
+use super::command::{Deploy, EngineAction, Identity};
 use super::{Reply, WriteResult};
 use crate::plugin::{
     Access, AccessError, CallError, ChangeKind, Context, Kind, Limits, Mode, PluginChange, Request, Runtime, hex,
@@ -191,6 +191,7 @@ impl Apply<'_, '_> {
     /// The node's runtime, after checking that it computes what the
     /// cluster computes.
     fn runtime(&self) -> Result<Arc<Runtime>, StoreError> {
+        debug_assert!(self.meta.plugins_paused_at.is_none(), "no plugin runs while plugins are paused");
         let Some(env) = self.plugins else {
             return Err(StoreError::Halt("a plugin entry, and this node has no plugin runtime".into()));
         };
@@ -199,11 +200,58 @@ impl Apply<'_, '_> {
         {
             return Err(StoreError::Halt(format!(
                 "this node's wasm engine fingerprint {} differs from the cluster's {cluster}: \
-                 it must not run plugins (upgrade or rebuild it to match)",
+                 it must not run plugins. Run the cluster's version here, or change the cluster's \
+                 engine: `corral plugin engine pause` before upgrading any member, then \
+                 `corral plugin engine adopt` once all run the new one (docs/plugins.md)",
                 env.runtime.fingerprint()
             )));
         }
         Ok(env.runtime.clone())
+    }
+
+    /// Why no plugin may run now, if plugins are paused.
+    fn paused(&self) -> Option<String> {
+        self.meta.plugins_paused_at.map(|at| {
+            format!(
+                "plugins are paused for an engine upgrade (since zxid 0x{at:x}); \
+                 `corral plugin engine adopt` resumes them"
+            )
+        })
+    }
+
+    /// Pauses plugins, or adopts the engine every member runs and resumes
+    /// them. Adoption is checked here, at apply, against the builds the
+    /// members published: the leader's view of them may be older.
+    pub(super) fn plugin_engine(&mut self, action: &EngineAction, identity: &Identity) -> Result<Reply, StoreError> {
+        if let Err(e) = self.check_token(identity, Scope::Plugin)? {
+            return Ok(Reply::Write(Err(e)));
+        }
+        match action {
+            EngineAction::Pause => {
+                self.meta.plugins_paused_at.get_or_insert(self.index);
+            }
+            EngineAction::Adopt { fingerprint } => {
+                let differ: Vec<String> = self
+                    .meta
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.engine.as_ref() != Some(fingerprint))
+                    .map(|(id, m)| format!("{id} ({})", m.engine.as_deref().unwrap_or("not published")))
+                    .collect();
+                if !differ.is_empty() {
+                    return Ok(Reply::Rejected {
+                        code: ErrorCode::BadArguments,
+                        message: format!(
+                            "not every member runs engine {fingerprint}: members {} differ",
+                            differ.join(", ")
+                        ),
+                    });
+                }
+                self.meta.plugin_fingerprint = Some(fingerprint.clone());
+                self.meta.plugins_paused_at = None;
+            }
+        }
+        Ok(Reply::Write(Ok(WriteResult::Checked)))
     }
 
     pub(super) fn plugin_chunk(
@@ -309,6 +357,10 @@ impl Apply<'_, '_> {
             return Ok(Reply::Write(Err(e)));
         }
         let reject = |message: String| Ok(Reply::Rejected { code: ErrorCode::BadArguments, message });
+        if let Some(why) = self.paused() {
+            self.forget_upload(&d.upload)?;
+            return reject(why);
+        }
         if !valid_name(&d.upload) {
             return reject(format!("upload id {:?} is malformed", d.upload));
         }
@@ -394,6 +446,9 @@ impl Apply<'_, '_> {
     pub(super) fn plugin_rollback(&mut self, name: &str, identity: &Identity) -> Result<Reply, StoreError> {
         if let Err(e) = self.check_token(identity, Scope::Plugin)? {
             return Ok(Reply::Write(Err(e)));
+        }
+        if let Some(message) = self.paused() {
+            return Ok(Reply::Rejected { code: ErrorCode::BadArguments, message });
         }
         let Some(mut rec) = get(&self.tables.plugins, name)? else {
             return Ok(Reply::Write(Err(ErrorCode::NoNode)));
@@ -481,6 +536,9 @@ impl Apply<'_, '_> {
                 "{} is disabled {why}; enable it, deploy or roll back to run it again",
                 rec.name
             ))));
+        }
+        if let Some(why) = self.paused() {
+            return Ok(Err(CallError::Trap(why)));
         }
         let runtime = self.runtime()?;
         let version = rec.active_version().clone();
@@ -790,6 +848,9 @@ pub fn query(
     }
     let Some(env) = env else { return Err(QueryError::Unavailable("no plugin runtime".into())) };
     let meta = view.meta()?;
+    if let Some(at) = meta.plugins_paused_at {
+        return Err(QueryError::Unavailable(format!("plugins are paused for an engine upgrade (since zxid 0x{at:x})")));
+    }
     if meta.plugin_fingerprint.as_deref().is_some_and(|f| f != env.runtime.fingerprint()) {
         return Err(QueryError::Unavailable("its engine fingerprint differs from the cluster's".into()));
     }

@@ -501,9 +501,10 @@ pub async fn leader_watch(s: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-/// Publishes this member's client and HTTP addresses in the replicated
-/// state, whenever they differ from what is there (at start, after it
-/// joins, after a restart with new addresses).
+/// Publishes this member's client and HTTP addresses, and the build it
+/// runs (Corral's version and its wasm engine fingerprint), in the
+/// replicated state whenever they differ from what is there (at start,
+/// after it joins, after a restart with new addresses or a new version).
 pub async fn publish_member_info(
     s: Arc<Shared>,
     client_addr: std::net::SocketAddr,
@@ -511,20 +512,25 @@ pub async fn publish_member_info(
     stop: CancellationToken,
 ) {
     let (client_addr, http_addr) = (client_addr.to_string(), http_addr.to_string());
+    let version = env!("CARGO_PKG_VERSION").to_owned();
+    let engine = s.state.plugins().map(|p| p.runtime.fingerprint().to_owned()).unwrap_or_default();
     let mut tick = tokio::time::interval(Duration::from_millis(s.config.session_check_ms.max(100)));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let published = s.state.meta().members.get(&s.node).map(|m| (m.client_addr.clone(), m.http_addr.clone()));
-        match published {
-            // Not a member yet (a learner that is still being added).
-            None => continue,
-            Some((Some(c), Some(h))) if c == client_addr && h == http_addr => return,
-            Some(_) => {}
-        }
-        let op = Op::MemberInfo { node: s.node, client_addr: client_addr.clone(), http_addr: http_addr.clone() };
+        // Not a member yet (a learner that is still being added).
+        let Some(published) = s.state.meta().members.get(&s.node).cloned() else { continue };
+        let op = if published.client_addr.as_ref() != Some(&client_addr)
+            || published.http_addr.as_ref() != Some(&http_addr)
+        {
+            Op::MemberInfo { node: s.node, client_addr: client_addr.clone(), http_addr: http_addr.clone() }
+        } else if published.version.as_ref() != Some(&version) || published.engine.as_ref() != Some(&engine) {
+            Op::MemberBuild { node: s.node, version: version.clone(), engine: engine.clone() }
+        } else {
+            return;
+        };
         let cmd = Command { time_ms: super::now_ms(), origin: None, op };
         if let Ok(ack) = submit(&s, cmd).await {
             ack.await;
