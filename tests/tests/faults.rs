@@ -65,7 +65,13 @@ fn fail_stopped(c: &mut Cluster, i: usize, why: &str) {
 fn members_whose_disk_refuses_fsync_stop_and_catch_up_once_it_works() {
     let _s = serial();
     let shim = fsync_shim();
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
+    // SOAK_KEEP_DIR=1 keeps the members' data directories and logs for a
+    // post-mortem.
+    if std::env::var_os("SOAK_KEEP_DIR").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("nemesis: data in {}", dir.path().display());
+    }
     let flag = |i: usize| dir.path().join(format!("fail-fsync-{}", i + 1));
     let mut c = Cluster::start_prepared(dir.path(), 3, &[], false, |i, n| {
         n.env("LD_PRELOAD", shim.to_str().unwrap());
@@ -350,7 +356,13 @@ fn nemesis(secs: u64, seed: u64, kinds: Option<&str>) {
     eprintln!("nemesis: {secs} s, seed {seed} (SOAK_SEED={seed} replays the same sequence of faults)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let shim = fsync_shim();
-    let dir = tempfile::tempdir().unwrap();
+    let mut dir = tempfile::tempdir().unwrap();
+    // SOAK_KEEP_DIR=1 keeps the members' data directories and logs for a
+    // post-mortem.
+    if std::env::var_os("SOAK_KEEP_DIR").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("nemesis: data in {}", dir.path().display());
+    }
     let flag = |i: usize| dir.path().join(format!("fail-fsync-{}", i + 1));
     // Snapshots and log compaction often, so that faults meet them too.
     let every = std::env::var("SOAK_SNAPSHOT_EVERY").unwrap_or_else(|_| "5000".into());

@@ -252,7 +252,12 @@ impl StateDb {
     /// `plugins` runs plugin entries; without it, a plugin entry halts
     /// this node's apply.
     pub fn open(path: &Path, options: StateOptions, plugins: Option<PluginEnv>) -> Result<StateDb, StoreError> {
-        let db = Database::builder().set_cache_size(options.cache_bytes).create(path)?;
+        Self::on(Database::builder().set_cache_size(options.cache_bytes).create(path)?, options, plugins)
+    }
+
+    /// The state in `db`, which the caller opened: on a file, or in tests
+    /// on a storage backend that can fail and crash.
+    pub fn on(db: Database, options: StateOptions, plugins: Option<PluginEnv>) -> Result<StateDb, StoreError> {
         let txn = db.begin_write()?;
         let stored = txn.open_table(META)?.get("meta")?.map(|v| v.value().to_vec());
         let meta = match stored {
