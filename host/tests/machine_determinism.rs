@@ -113,7 +113,12 @@ fn log(ops: Vec<(Op, i64)>) -> Vec<Command> {
 fn open(dir: &std::path::Path, name: &str) -> StateDb {
     StateDb::open(
         &dir.join(name),
-        StateOptions { cache_bytes: 1 << 20, sync_interval: Duration::from_secs(60), event_history: 1000 },
+        StateOptions {
+            cache_bytes: 1 << 20,
+            sync_interval: Duration::from_secs(60),
+            event_history: 1000,
+            allow_gaps: false,
+        },
         None,
     )
     .expect("state opens")
@@ -222,7 +227,7 @@ fn corrupt_snapshots_are_refused_and_change_nothing() {
 fn open_on(disk: &common::CrashDisk, durable: bool) -> Result<StateDb, corral::tree::StoreError> {
     let db = redb::Database::builder().set_cache_size(1 << 20).create_with_backend(disk.clone())?;
     let sync_interval = if durable { Duration::ZERO } else { Duration::from_secs(3600) };
-    StateDb::on(db, StateOptions { cache_bytes: 1 << 20, sync_interval, event_history: 1000 }, None)
+    StateDb::on(db, StateOptions { cache_bytes: 1 << 20, sync_interval, event_history: 1000, allow_gaps: false }, None)
 }
 
 /// Applies `cmds[from..]` (entry i at index i+1) one batch per cut; stops

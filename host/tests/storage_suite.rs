@@ -30,7 +30,17 @@ impl ApplySink for Discard {
 struct Builder;
 
 fn state_db(dir: &std::path::Path) -> Arc<StateDb> {
-    let options = StateOptions { cache_bytes: 1 << 20, sync_interval: Duration::from_millis(100), event_history: 1000 };
+    open_state(dir, false)
+}
+
+/// `allow_gaps`: the Suite applies synthetic logs that skip indexes.
+fn open_state(dir: &std::path::Path, allow_gaps: bool) -> Arc<StateDb> {
+    let options = StateOptions {
+        cache_bytes: 1 << 20,
+        sync_interval: Duration::from_millis(100),
+        event_history: 1000,
+        allow_gaps,
+    };
     Arc::new(StateDb::open(&dir.join("state.redb"), options, None).expect("state opens"))
 }
 
@@ -38,7 +48,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = LogStore::open(&dir.path().join("raft-log.redb"), 1 << 20).expect("log store opens");
-        let sm = StateMachine::new(state_db(dir.path()), Arc::new(Discard), dir.path().join("snapshots")).expect("sm");
+        let state = open_state(dir.path(), true);
+        let sm = StateMachine::new(state, Arc::new(Discard), dir.path().join("snapshots")).expect("sm");
         Ok((dir, log, sm))
     }
 }
@@ -50,16 +61,19 @@ fn openraft_storage_suite() {
     });
 }
 
-/// Applies blank entries `from..=to` of term 1, leader 1.
-fn apply_blanks(state: &StateDb, from: u64, to: u64) {
-    let entries: Vec<EntryRef<'_>> = (from..=to)
+/// Blank entries `from..=to` of term 1, leader 1.
+fn blanks(from: u64, to: u64) -> Vec<EntryRef<'static>> {
+    (from..=to)
         .map(|i| EntryRef {
             index: i,
             log_id: postcard::to_allocvec(&log_id::<TypeConfig>(1, 1, i)).expect("log id encodes"),
             payload: Payload::Blank,
         })
-        .collect();
-    state.apply(&entries, &Discard).expect("blank entries apply");
+        .collect()
+}
+
+fn apply_blanks(state: &StateDb, from: u64, to: u64) {
+    state.apply(&blanks(from, to), &Discard).expect("blank entries apply");
 }
 
 /// openraft builds snapshots in a task of their own, so a member that is
@@ -167,4 +181,22 @@ fn a_large_purge_is_deleted_in_pieces_and_never_read_back() {
         let left = within_10s(|| stored_at_or_below(&path, 19_000).filter(|&n| n == 0));
         assert_eq!(left, Some(0), "purged entries left on disk");
     });
+}
+
+/// Applying must see every committed entry once, in order. A gap (an
+/// entry the log store did not hand over) or a repeat would leave this
+/// member's state different from the others' for good, silently: both stop
+/// the apply instead, with the state as it was.
+#[test]
+fn an_entry_out_of_sequence_stops_the_apply_and_changes_nothing() {
+    for (what, from, to) in [("a gap", 12, 13), ("a repeat", 10, 11)] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = state_db(dir.path());
+        apply_blanks(&state, 1, 10);
+        let before = (state.applied_index(), state.meta().digest);
+        let err = state.apply(&blanks(from, to), &Discard).expect_err(what);
+        assert!(err.to_string().contains(&format!("entry {from} to apply right after entry 10")), "{what}: {err}");
+        assert!(state.halted().is_some(), "{what}: the member stops applying");
+        assert_eq!((state.applied_index(), state.meta().digest), before, "{what}: nothing applied");
+    }
 }

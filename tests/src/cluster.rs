@@ -182,8 +182,88 @@ impl Cluster {
         }
         let n = out.len();
         out.truncate(20);
-        format!("{n} differences between the members (showing up to 20):\n{}", out.join("\n"))
+        let first = first_digest_difference(&running.iter().map(|&i| (i + 1, self.nodes[i].log())).collect::<Vec<_>>());
+        format!("{n} differences between the members (showing up to 20):\n{}\n{first}", out.join("\n"))
     }
+}
+
+/// What members' logs say about where they diverged, when they log each
+/// applied batch (`RUST_LOG=corral::apply=debug`): the first log index at
+/// which two members' digests differ, a member that reopened its state at
+/// an index with another digest than it had applied there, and the log
+/// lines of each member just before. `logs` holds (member, whole log).
+pub fn first_digest_difference(logs: &[(usize, String)]) -> String {
+    // Per member: index -> (digest, line number) of each applied batch's
+    // last entry, and of each reopened state.
+    let field = |line: &str, key: &str| -> Option<String> {
+        line.split_whitespace().find_map(|w| w.strip_prefix(key)).map(str::to_owned)
+    };
+    let mut out = Vec::new();
+    let mut applied: Vec<std::collections::BTreeMap<u64, (String, usize)>> = Vec::new();
+    for (member, log) in logs {
+        let mut at = std::collections::BTreeMap::new();
+        for (n, line) in log.lines().enumerate() {
+            if !line.contains("corral::apply") {
+                continue;
+            }
+            let index = field(line, "last=").or_else(|| field(line, "applied="));
+            let (Some(index), Some(digest)) = (index.and_then(|i| i.parse::<u64>().ok()), field(line, "digest="))
+            else {
+                continue;
+            };
+            if let Some((before, _)) = at.get(&index)
+                && *before != digest
+            {
+                out.push(format!(
+                    "member {member} had digest {before} at index {index}, then {digest} (log line {}): {line}",
+                    n + 1
+                ));
+            }
+            at.insert(index, (digest, n));
+        }
+        applied.push(at);
+    }
+    if applied.iter().all(|a| a.is_empty()) {
+        return "(the members' logs have no per-batch digests: run them with RUST_LOG=corral::apply=debug)".into();
+    }
+    let first = applied[0]
+        .keys()
+        .chain(applied.iter().skip(1).flat_map(|a| a.keys()))
+        .copied()
+        .collect::<std::collections::BTreeSet<u64>>()
+        .into_iter()
+        .find(|index| {
+            let seen: std::collections::BTreeSet<&String> =
+                applied.iter().filter_map(|a| a.get(index).map(|(d, _)| d)).collect();
+            seen.len() > 1
+        });
+    match first {
+        None => out.push("every index that two members logged has one digest".into()),
+        Some(index) => {
+            out.push(format!("first index at which members' digests differ: {index}"));
+            for ((member, log), at) in logs.iter().zip(&applied) {
+                let Some((digest, line)) = at.get(&index) else { continue };
+                // What the member did before (starts, failures), without
+                // the batches in between.
+                let lines: Vec<&str> = log.lines().take(line + 1).collect();
+                let mut context: Vec<&str> = lines
+                    .iter()
+                    .rev()
+                    .skip(1)
+                    .filter(|l| !l.contains("corral::apply: applied"))
+                    .take(10)
+                    .copied()
+                    .collect();
+                context.reverse();
+                context.push(lines[*line]);
+                out.push(format!(
+                    "member {member}: digest {digest}; its log up to there:\n    {}",
+                    context.join("\n    ")
+                ));
+            }
+        }
+    }
+    out.join("\n")
 }
 
 /// A TCP proxy in front of each member's Raft port. It learns which member
@@ -346,4 +426,40 @@ fn pipe(
     }
     let _ = dst.shutdown(std::net::Shutdown::Both);
     let _ = src.shutdown(std::net::Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_digest_difference;
+
+    fn log(batches: &[(u64, &str)]) -> String {
+        let mut s = String::from("INFO corral::apply: state opened applied=0 digest=00\n");
+        for (last, digest) in batches {
+            s += &format!("DEBUG corral::apply: applied first=1 last={last} digest={digest} durable=false\n");
+        }
+        s
+    }
+
+    #[test]
+    fn names_the_first_index_where_digests_differ() {
+        let a = log(&[(3, "aa"), (7, "bb"), (9, "cc")]);
+        let b = log(&[(5, "a5"), (7, "bX"), (9, "cX")]);
+        let report = first_digest_difference(&[(1, a), (2, b)]);
+        assert!(report.contains("first index at which members' digests differ: 7"), "{report}");
+    }
+
+    #[test]
+    fn a_reopened_state_that_differs_from_what_was_applied_is_named() {
+        let mut a = log(&[(3, "aa"), (7, "bb")]);
+        a += "INFO corral::apply: state opened applied=7 digest=zz\n";
+        let report = first_digest_difference(&[(1, a.clone()), (2, a)]);
+        assert!(report.contains("member 1 had digest bb at index 7, then zz"), "{report}");
+    }
+
+    #[test]
+    fn agreeing_members_have_no_first_difference() {
+        let a = log(&[(3, "aa"), (7, "bb")]);
+        let report = first_digest_difference(&[(1, a.clone()), (2, a)]);
+        assert!(report.contains("every index that two members logged has one digest"), "{report}");
+    }
 }

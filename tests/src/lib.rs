@@ -129,8 +129,10 @@ impl Corral {
         for (k, v) in &self.settings {
             cmd.env(format!("CORRAL_{}", k.to_uppercase()), v);
         }
+        // A test's own RUST_LOG (set with `env`) wins over this default.
+        cmd.env("RUST_LOG", "info,openraft=error");
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        cmd.env("RUST_LOG", "info,openraft=error").stdout(Stdio::piped()).stderr(log).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped()).stderr(log).stdin(Stdio::null());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", binary().display()));
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();

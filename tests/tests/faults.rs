@@ -370,6 +370,8 @@ fn nemesis(secs: u64, seed: u64, kinds: Option<&str>) {
     let mut c = Cluster::start_prepared(dir.path(), 5, &extra, true, |i, n| {
         n.env("LD_PRELOAD", shim.to_str().unwrap());
         n.env("FAILFSYNC_FLAG", flag(i).to_str().unwrap());
+        // Each applied batch's digest, for the report if members diverge.
+        n.env("RUST_LOG", "info,openraft=error,corral::apply=debug");
     });
     workload::setup(c.nodes[0].client, KEYS);
     let servers = c.clients();

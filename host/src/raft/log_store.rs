@@ -54,11 +54,27 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> io::Resul
 
 /// One queued write. Each becomes part of the writer's next transaction.
 enum WriteOp {
-    Append { entries: Vec<(u64, LogId, Vec<u8>)>, callback: IOFlushed<TypeConfig> },
-    Vote { bytes: Vec<u8>, done: oneshot::Sender<io::Result<()>> },
-    Committed { bytes: Vec<u8> },
-    TruncateAfter { index: Option<u64>, done: oneshot::Sender<io::Result<()>> },
-    Purge { upto: LogId, done: oneshot::Sender<io::Result<()>> },
+    Append {
+        entries: Vec<(u64, LogId, Vec<u8>)>,
+        callback: IOFlushed<TypeConfig>,
+    },
+    Vote {
+        bytes: Vec<u8>,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    Committed {
+        bytes: Vec<u8>,
+    },
+    TruncateAfter {
+        index: Option<u64>,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    Purge {
+        upto: LogId,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    /// Write what came before, then stop the writer (see [`LogStore::close`]).
+    Stop,
 }
 
 /// What readers and the log state need without touching the disk.
@@ -74,6 +90,8 @@ struct Cached {
 struct Shared {
     db: Database,
     cached: Mutex<Cached>,
+    /// The writer thread, until [`LogStore::close`] joins it.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -143,14 +161,34 @@ impl LogStore {
         let shared = Arc::new(Shared {
             db,
             cached: Mutex::new(Cached { pending: BTreeMap::new(), last_log_id, last_purged, vote, committed }),
+            writer: Mutex::new(None),
         });
+        tracing::info!(
+            first = ?first,
+            last = ?last_log_id.map(|l| l.index()),
+            committed = ?committed.map(|c| c.index()),
+            purged = ?last_purged.map(|p| p.index()),
+            "raft log opened"
+        );
         let (writes, rx) = mpsc::channel();
         let writer = shared.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("raft-log-writer".into())
             .spawn(move || writer_loop(&writer, rx, backlog))
             .map_err(io_err)?;
+        *shared.writer.lock() = Some(thread);
         Ok(LogStore { shared, writes })
+    }
+
+    /// Writes what is queued, then stops the writer thread and waits for
+    /// it; later writes fail. Called once Raft has stopped, before the
+    /// process ends or replaces itself: a writer cut off in the middle of a
+    /// commit would leave the file half-written.
+    pub fn close(&self) {
+        let Some(thread) = self.shared.writer.lock().take() else { return };
+        if self.writes.send(WriteOp::Stop).is_ok() {
+            let _ = thread.join();
+        }
     }
 
     fn queue(&self, op: WriteOp) -> io::Result<()> {
@@ -188,8 +226,13 @@ fn writer_loop(shared: &Shared, rx: mpsc::Receiver<WriteOp>, mut backlog: Option
             }
         };
         let mut batch: Vec<WriteOp> = first.into_iter().collect();
-        while let Ok(op) = rx.try_recv() {
+        let mut stop = matches!(batch.last(), Some(WriteOp::Stop));
+        while !stop && let Ok(op) = rx.try_recv() {
+            stop = matches!(op, WriteOp::Stop);
             batch.push(op);
+        }
+        if stop && batch.len() == 1 {
+            return;
         }
         let started = Instant::now();
         let result = write_batch(&shared.db, &batch, backlog);
@@ -230,8 +273,11 @@ fn writer_loop(shared: &Shared, rx: mpsc::Receiver<WriteOp>, mut backlog: Option
                 WriteOp::Vote { done, .. } | WriteOp::TruncateAfter { done, .. } | WriteOp::Purge { done, .. } => {
                     let _ = done.send(r);
                 }
-                WriteOp::Committed { .. } => {}
+                WriteOp::Committed { .. } | WriteOp::Stop => {}
             }
+        }
+        if stop {
+            return;
         }
     }
 }
@@ -266,6 +312,7 @@ fn write_batch(db: &Database, batch: &[WriteOp], mut backlog: Option<u64>) -> Re
                     meta.insert("last_purged", encode(upto).as_slice())?;
                     backlog = backlog.max(Some(upto.index()));
                 }
+                WriteOp::Stop => {}
             }
         }
         if let Some(upto) = backlog {

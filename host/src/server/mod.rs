@@ -187,6 +187,8 @@ pub struct Node {
     /// The secure port's TLS settings, read at open (so that bad files stop
     /// the start), used by `serve`.
     tls: Option<crate::tls::Tls>,
+    /// The Raft log, closed at shutdown once Raft has stopped.
+    log: LogStore,
 }
 
 fn raft_config(c: &Config) -> Result<openraft::Config, StartError> {
@@ -236,6 +238,7 @@ impl Node {
                 cache_bytes: config.state_cache_bytes as usize,
                 sync_interval: Duration::from_millis(config.state_sync_interval_ms),
                 event_history: config.event_history_entries,
+                allow_gaps: false,
             },
             Some(PluginEnv { runtime: plugin_runtime(&config)? }),
         )?);
@@ -247,7 +250,7 @@ impl Node {
             .map_err(|err| StartError::DataDir { path: dir.display().to_string(), err })?;
         let transport = peers::settings(&config)?;
         let network = Network { settings: transport.clone() };
-        let raft = Raft::new(config.node_id, Arc::new(raft_config(&config)?), network, log, sm)
+        let raft = Raft::new(config.node_id, Arc::new(raft_config(&config)?), network, log.clone(), sm)
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
@@ -285,7 +288,7 @@ impl Node {
             .map_err(|err| StartError::Listen { addr: raft_addr.to_string(), err })?;
         let shutdown = CancellationToken::new();
         let tasks = vec![tokio::spawn(peers::listen(shared.clone(), listener, shutdown.clone()))];
-        Ok(Node { shared, shutdown, tasks, tls })
+        Ok(Node { shared, shutdown, tasks, tls, log })
     }
 
     /// Waits until the state machine has applied everything this node had
@@ -417,8 +420,14 @@ impl Node {
         if let Err(e) = self.shared.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
-        if let Err(e) = self.shared.state.sync() {
-            tracing::error!("final state sync: {e}");
+        // Let the log's last commit finish: the process may replace itself
+        // next, which would cut it off half-written.
+        let log = self.log.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || log.close()).await {
+            tracing::warn!("closing the raft log: {e}");
+        }
+        if let Err(e) = self.shared.state.close() {
+            tracing::error!("closing the state: {e}");
         }
     }
 }

@@ -224,6 +224,9 @@ pub enum StoreError {
     /// stops applying.
     #[error("halted: {0}")]
     Halt(String),
+    /// The node is shutting down: [`crate::machine::StateDb::close`] ran.
+    #[error("the state is closed: this node is shutting down")]
+    Closed,
 }
 
 macro_rules! from_redb {
