@@ -3,6 +3,10 @@
 //! surviving, membership recovery, snapshot build and install. Then a
 //! snapshot built while another is installed, which openraft allows.
 
+// Each test binary uses its part of the crash disk.
+#[allow(dead_code)]
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -199,4 +203,41 @@ fn an_entry_out_of_sequence_stops_the_apply_and_changes_nothing() {
         assert!(state.halted().is_some(), "{what}: the member stops applying");
         assert_eq!((state.applied_index(), state.meta().digest), before, "{what}: nothing applied");
     }
+}
+
+/// openraft hands a follower's state machine the entries the cluster
+/// committed as soon as they are queued in the member's own log, before
+/// this member fsynced them. Applied then, a failed fsync left the state
+/// past the end of the member's log, and the restarted member panicked in
+/// openraft (the nemesis found it). Entries are applied only once they
+/// are durable in the member's log; when that fsync fails, the apply fails
+/// and the state stays where it was.
+#[test]
+fn entries_are_applied_only_once_durable_in_the_members_own_log() {
+    use futures::StreamExt;
+    use openraft::storage::{IOFlushed, RaftLogStorage};
+    use openraft::testing::blank_ent;
+
+    TypeConfig::run(async {
+        let disk = common::CrashDisk::default();
+        let db = redb::Database::builder().create_with_backend(disk.clone()).expect("log database");
+        let mut log = LogStore::on(db).expect("log store opens");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = state_db(dir.path());
+        let mut sm = StateMachine::new(state.clone(), Arc::new(Discard), dir.path().join("snapshots"))
+            .expect("sm")
+            .after_log(log.clone());
+        let entries = |from: u64, to: u64| (from..=to).map(|i| blank_ent::<TypeConfig>(1, 1, i)).collect::<Vec<_>>();
+        let apply = |from: u64, to: u64| futures::stream::iter(entries(from, to)).map(|e| Ok((e, None)));
+
+        log.append(entries(1, 3), IOFlushed::noop()).await.expect("queued");
+        sm.apply(apply(1, 3)).await.expect("durable entries apply");
+        assert_eq!(state.applied_index(), 3);
+
+        disk.fail_syncs(1);
+        log.append(entries(4, 5), IOFlushed::noop()).await.expect("queued");
+        let err = sm.apply(apply(4, 5)).await.expect_err("entries whose fsync failed do not apply");
+        assert!(err.to_string().contains("cannot become durable in the raft log"), "{err}");
+        assert_eq!(state.applied_index(), 3, "the state stays within the member's log");
+    });
 }

@@ -85,6 +85,9 @@ struct Cached {
     last_purged: Option<LogId>,
     vote: Option<Vote>,
     committed: Option<LogId>,
+    /// Why the writer's last batch failed: nothing queued becomes durable
+    /// any more in this process.
+    failed: Option<String>,
 }
 
 struct Shared {
@@ -92,6 +95,8 @@ struct Shared {
     cached: Mutex<Cached>,
     /// The writer thread, until [`LogStore::close`] joins it.
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Woken after each batch the writer finishes.
+    flushed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -133,7 +138,12 @@ impl LogStore {
     /// is redb's page cache: the log is mostly written, and read back soon
     /// after, so a small one serves.
     pub fn open(path: &Path, cache_bytes: usize) -> io::Result<LogStore> {
-        let db = Database::builder().set_cache_size(cache_bytes).create(path).map_err(io_err)?;
+        Self::on(Database::builder().set_cache_size(cache_bytes).create(path).map_err(io_err)?)
+    }
+
+    /// The log in `db`, which the caller opened: on a file, or in tests on
+    /// a storage backend that can fail.
+    pub fn on(db: Database) -> io::Result<LogStore> {
         let txn = db.begin_write().map_err(io_err)?;
         let (last, vote, committed, last_purged, first) = {
             let log = txn.open_table(LOG).map_err(io_err)?;
@@ -160,8 +170,16 @@ impl LogStore {
         };
         let shared = Arc::new(Shared {
             db,
-            cached: Mutex::new(Cached { pending: BTreeMap::new(), last_log_id, last_purged, vote, committed }),
+            cached: Mutex::new(Cached {
+                pending: BTreeMap::new(),
+                last_log_id,
+                last_purged,
+                vote,
+                committed,
+                failed: None,
+            }),
             writer: Mutex::new(None),
+            flushed: tokio::sync::Notify::new(),
         });
         tracing::info!(
             first = ?first,
@@ -188,6 +206,38 @@ impl LogStore {
         let Some(thread) = self.shared.writer.lock().take() else { return };
         if self.writes.send(WriteOp::Stop).is_ok() {
             let _ = thread.join();
+        }
+        self.shared.cached.lock().failed.get_or_insert_with(|| "the raft log is closed".into());
+        self.shared.flushed.notify_waiters();
+    }
+
+    /// Waits until every entry up to `index` in this log is durable here.
+    ///
+    /// openraft hands a follower's state machine entries that the cluster
+    /// committed once they are queued in the local log, before they are
+    /// fsynced here. Applying them first would let the state get ahead of
+    /// this member's own log; if that fsync then fails, the restarted member
+    /// finds its state past the end of its log (openraft 0.10.0-alpha.37
+    /// then purges the log to the state's index and panics when its
+    /// snapshot is older, which the nemesis hit). Fails if a write failed.
+    pub async fn durable_through(&self, index: u64) -> io::Result<()> {
+        loop {
+            let flushed = self.shared.flushed.notified();
+            tokio::pin!(flushed);
+            flushed.as_mut().enable();
+            {
+                let cached = self.shared.cached.lock();
+                if let Some(why) = &cached.failed {
+                    return Err(io_err(format!("entry {index} cannot become durable in the raft log: {why}")));
+                }
+                // Truncations drop replaced entries from `pending` at once,
+                // and the new ones are queued after them: nothing pending
+                // at or below `index` means all of it is on disk.
+                if cached.pending.range(..=index).next().is_none() {
+                    return Ok(());
+                }
+            }
+            flushed.await;
         }
     }
 
@@ -253,7 +303,9 @@ fn writer_loop(shared: &Shared, rx: mpsc::Receiver<WriteOp>, mut backlog: Option
             batch.iter().map(|op| if let WriteOp::Append { entries, .. } = op { entries.len() } else { 0 }).sum();
         metrics::histogram!("corral_log_fsync_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("corral_log_fsync_entries").record(entries as f64);
-        if result.is_ok() {
+        if let Err(e) = &result {
+            shared.cached.lock().failed = Some(e.to_string());
+        } else {
             let mut cached = shared.cached.lock();
             for op in &batch {
                 if let WriteOp::Append { entries, .. } = op {
@@ -266,6 +318,7 @@ fn writer_loop(shared: &Shared, rx: mpsc::Receiver<WriteOp>, mut backlog: Option
                 }
             }
         }
+        shared.flushed.notify_waiters();
         for op in batch {
             let r = result.as_ref().map(|_| ()).map_err(io_err);
             match op {

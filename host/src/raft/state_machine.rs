@@ -25,6 +25,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, RaftSnapshotBuilder};
 
 use super::TypeConfig;
+use super::log_store::LogStore;
 use crate::machine::{ApplySink, EntryRef, Meta, Payload, StateDb, snapshot};
 
 type LogId = LogIdOf<TypeConfig>;
@@ -51,6 +52,9 @@ pub struct StateMachine {
     state: Arc<StateDb>,
     sink: Arc<dyn ApplySink>,
     snapshots: Arc<SnapshotDir>,
+    /// This member's Raft log: entries are applied once they are durable
+    /// in it (see [`LogStore::durable_through`]).
+    log: Option<LogStore>,
 }
 
 impl StateMachine {
@@ -58,7 +62,15 @@ impl StateMachine {
         fs::create_dir_all(&snapshot_dir)?;
         let snapshots = SnapshotDir { dir: snapshot_dir, next_tmp: AtomicU64::new(0) };
         snapshots.remove_unfinished()?;
-        Ok(StateMachine { state, sink, snapshots: Arc::new(snapshots) })
+        Ok(StateMachine { state, sink, snapshots: Arc::new(snapshots), log: None })
+    }
+
+    /// Applies entries only once they are durable in `log`, so that the
+    /// state never gets ahead of this member's own log. Members always set
+    /// it; tests that apply synthetic entries, never appended, do not.
+    pub fn after_log(mut self, log: LogStore) -> StateMachine {
+        self.log = Some(log);
+        self
     }
 }
 
@@ -219,6 +231,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
         let batch: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        if let (Some(log), Some((last, _))) = (&self.log, batch.last()) {
+            log.durable_through(last.log_id().index()).await?;
+        }
         let state = self.state.clone();
         let sink = self.sink.clone();
         let (batch, result) = tokio::task::spawn_blocking(move || {

@@ -247,7 +247,8 @@ impl Node {
         let liveness = Arc::new(Liveness::default());
         let dispatch = Arc::new(Dispatcher::new(config.node_id, liveness.clone(), state.applied_index()));
         let sm = StateMachine::new(state.clone(), dispatch.clone(), dir.join("snapshots"))
-            .map_err(|err| StartError::DataDir { path: dir.display().to_string(), err })?;
+            .map_err(|err| StartError::DataDir { path: dir.display().to_string(), err })?
+            .after_log(log.clone());
         let transport = peers::settings(&config)?;
         let network = Network { settings: transport.clone() };
         let raft = Raft::new(config.node_id, Arc::new(raft_config(&config)?), network, log.clone(), sm)
