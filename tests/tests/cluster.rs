@@ -59,6 +59,37 @@ fn leader_killed_under_load(n: usize) {
     check_history(&mut c, h);
 }
 
+/// A leader that restarts leads again only after winning an election in a
+/// new term. openraft can restore a restarted leader in its old term
+/// without one (`enable_leader_restore`, on by default); but a leader sends
+/// entries before they are durable in its own log, so after a crash it
+/// would write new entries under log ids that followers already hold for
+/// the lost ones: equal log ids, different entries, and members that part
+/// for good. The fsync nemesis found it: the members' digests differed
+/// from the first batch after a leader whose log fsync failed re-executed
+/// itself and came back as leader of the same term. Elections here are
+/// slow, so the restarted leader is back long before a follower campaigns.
+#[test]
+fn a_restarted_leader_leads_again_only_in_a_new_term() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let slow = [("election_timeout_min_ms", "6000"), ("election_timeout_max_ms", "7000")];
+    let mut c = Cluster::start(dir.path(), 3, &slow, false);
+    let term = |c: &Cluster, i: usize| c.view(i).and_then(|v| v["term"].as_u64()).expect("a member's term");
+    let leader = c.leader();
+    let before = term(&c, leader);
+    c.nodes[leader].kill9();
+    c.nodes[leader].restart();
+    let now = c.leader();
+    let after = term(&c, now);
+    assert!(
+        after > before,
+        "member {} leads in term {after}; member {} led term {before} before it restarted",
+        now + 1,
+        leader + 1
+    );
+}
+
 #[test]
 fn followers_crash_and_catch_up_even_after_compaction_on_five_nodes() {
     let _s = serial();

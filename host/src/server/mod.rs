@@ -203,6 +203,12 @@ fn raft_config(c: &Config) -> Result<openraft::Config, StartError> {
         // A member that was down or cut off asks whether it could win before
         // it raises its term: rejoining does not depose a healthy leader.
         enable_pre_vote: Some(true),
+        // A restarted leader must win a new term before it leads again, as
+        // in Raft. Restored in its old term (openraft's default), it would
+        // reuse the log ids of entries it had sent to followers but lost in
+        // the crash (a leader replicates entries before its own fsync), and
+        // members holding equal log ids for different entries diverge.
+        enable_leader_restore: Some(false),
         ..Default::default()
     }
     .validate()
