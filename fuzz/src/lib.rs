@@ -48,7 +48,12 @@ fn state() -> &'static Mutex<(tempfile::TempDir, StateDb)> {
 
 fn open_state() -> (tempfile::TempDir, StateDb) {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let options = StateOptions { cache_bytes: 1 << 20, sync_interval: Duration::from_secs(3600), event_history: 100 };
+    let options = StateOptions {
+        cache_bytes: 1 << 20,
+        sync_interval: Duration::from_secs(3600),
+        event_history: 100,
+        allow_gaps: false,
+    };
     let db = StateDb::open(&dir.path().join("state.redb"), options, None).expect("state opens");
     (dir, db)
 }
