@@ -211,6 +211,10 @@ pub fn first_digest_difference(logs: &[(usize, String)]) -> String {
             else {
                 continue;
             };
+            // Index 0 is a fresh state, before anything was applied.
+            if index == 0 {
+                continue;
+            }
             if let Some((before, _)) = at.get(&index)
                 && *before != digest
             {

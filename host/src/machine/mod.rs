@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
@@ -249,8 +249,8 @@ pub struct StateDb {
     plugins: Option<PluginEnv>,
     /// Why applying stopped for good on this node, if it did.
     halted: Mutex<Option<String>>,
-    /// Held by every apply and install from start to commit; `true` once
-    /// [`StateDb::close`] ran, after which nothing writes the state.
+    /// Held by every apply, install and sync from start to commit; `true`
+    /// once [`StateDb::close`] ran, after which nothing writes the state.
     closed: Mutex<bool>,
 }
 
@@ -449,6 +449,15 @@ impl StateDb {
     /// tables say N while `Meta` said N-1, and the batch was applied again
     /// after a restart: a divergence the fault tests found.
     pub fn sync(&self) -> Result<(), StoreError> {
+        let closed = self.closed.lock();
+        if *closed {
+            return Err(StoreError::Closed);
+        }
+        self.sync_locked(&closed)
+    }
+
+    /// [`StateDb::sync`], for a caller that holds the `closed` lock.
+    fn sync_locked(&self, _closed: &MutexGuard<'_, bool>) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
@@ -470,7 +479,7 @@ impl StateDb {
     pub fn close(&self) -> Result<(), StoreError> {
         let mut closed = self.closed.lock();
         *closed = true;
-        self.sync()
+        self.sync_locked(&closed)
     }
 
     /// Opens a consistent read of the state. While the returned guard lives,

@@ -192,7 +192,18 @@ impl LogStore {
         let writer = shared.clone();
         let thread = std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(&writer, rx, backlog))
+            .spawn(move || {
+                let run = std::panic::AssertUnwindSafe(|| writer_loop(&writer, rx, backlog));
+                let ended = std::panic::catch_unwind(run);
+                // However it ended (closed, or a panic), nothing queued
+                // becomes durable any more: applies waiting for it fail.
+                let why = if ended.is_ok() { "the raft log is closed" } else { "the raft log writer panicked" };
+                writer.cached.lock().failed.get_or_insert_with(|| why.into());
+                writer.flushed.notify_waiters();
+                if let Err(panic) = ended {
+                    std::panic::resume_unwind(panic);
+                }
+            })
             .map_err(io_err)?;
         *shared.writer.lock() = Some(thread);
         Ok(LogStore { shared, writes })
@@ -207,8 +218,6 @@ impl LogStore {
         if self.writes.send(WriteOp::Stop).is_ok() {
             let _ = thread.join();
         }
-        self.shared.cached.lock().failed.get_or_insert_with(|| "the raft log is closed".into());
-        self.shared.flushed.notify_waiters();
     }
 
     /// Waits until every entry up to `index` in this log is durable here.
@@ -228,7 +237,9 @@ impl LogStore {
             {
                 let cached = self.shared.cached.lock();
                 if let Some(why) = &cached.failed {
-                    return Err(io_err(format!("entry {index} cannot become durable in the raft log: {why}")));
+                    return Err(io_err(format!(
+                        "not applying up to entry {index}: the raft log makes nothing durable any more ({why})"
+                    )));
                 }
                 // Truncations drop replaced entries from `pending` at once,
                 // and the new ones are queued after them: nothing pending

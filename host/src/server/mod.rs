@@ -433,8 +433,13 @@ impl Node {
         if let Err(e) = tokio::task::spawn_blocking(move || log.close()).await {
             tracing::warn!("closing the raft log: {e}");
         }
-        if let Err(e) = self.shared.state.close() {
-            tracing::error!("closing the state: {e}");
+        // It waits for an apply still running (a plugin call, perhaps) and
+        // fsyncs: off the async workers.
+        let state = self.shared.state.clone();
+        match tokio::task::spawn_blocking(move || state.close()).await {
+            Ok(Err(e)) => tracing::error!("closing the state: {e}"),
+            Err(e) => tracing::error!("closing the state: {e}"),
+            Ok(Ok(())) => {}
         }
     }
 }
