@@ -230,17 +230,12 @@ pub fn first_digest_difference(logs: &[(usize, String)]) -> String {
     if applied.iter().all(|a| a.is_empty()) {
         return "(the members' logs have no per-batch digests: run them with RUST_LOG=corral::apply=debug)".into();
     }
-    let first = applied[0]
-        .keys()
-        .chain(applied.iter().skip(1).flat_map(|a| a.keys()))
-        .copied()
-        .collect::<std::collections::BTreeSet<u64>>()
-        .into_iter()
-        .find(|index| {
-            let seen: std::collections::BTreeSet<&String> =
-                applied.iter().filter_map(|a| a.get(index).map(|(d, _)| d)).collect();
-            seen.len() > 1
-        });
+    let indexes: std::collections::BTreeSet<u64> = applied.iter().flat_map(|a| a.keys().copied()).collect();
+    let first = indexes.into_iter().find(|index| {
+        let seen: std::collections::BTreeSet<&String> =
+            applied.iter().filter_map(|a| a.get(index).map(|(d, _)| d)).collect();
+        seen.len() > 1
+    });
     match first {
         None => out.push("every index that two members logged has one digest".into()),
         Some(index) => {
