@@ -26,7 +26,7 @@ pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use redb::{Database, Durability, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable};
@@ -244,7 +244,8 @@ pub struct StateDb {
     db: Database,
     gate: RwLock<()>,
     meta: Mutex<Meta>,
-    last_sync: Mutex<Instant>,
+    /// On tokio's clock, which a simulation's paused clock drives.
+    last_sync: Mutex<tokio::time::Instant>,
     options: StateOptions,
     plugins: Option<PluginEnv>,
     /// Why applying stopped for good on this node, if it did.
@@ -291,7 +292,7 @@ impl StateDb {
             db,
             gate: RwLock::new(()),
             meta: Mutex::new(meta),
-            last_sync: Mutex::new(Instant::now()),
+            last_sync: Mutex::new(tokio::time::Instant::now()),
             options,
             plugins,
             halted: Mutex::new(None),
@@ -407,7 +408,7 @@ impl StateDb {
         let _gate = self.gate.write();
         txn.commit()?;
         if durable {
-            *self.last_sync.lock() = Instant::now();
+            *self.last_sync.lock() = tokio::time::Instant::now();
         }
         // One line per batch at debug level: with `RUST_LOG=corral::apply=debug`
         // members' logs name the first index where their digests differ.
@@ -468,7 +469,7 @@ impl StateDb {
             }
         }
         txn.commit()?;
-        *self.last_sync.lock() = Instant::now();
+        *self.last_sync.lock() = tokio::time::Instant::now();
         Ok(())
     }
 
@@ -505,7 +506,7 @@ impl StateDb {
         let gate = self.gate.write();
         let meta = snapshot::install(&self.db, source)?;
         *self.meta.lock() = meta.clone();
-        *self.last_sync.lock() = Instant::now();
+        *self.last_sync.lock() = tokio::time::Instant::now();
         drop(gate);
         drop(closed);
         // The snapshot's plugins are new to this member: compile them now,

@@ -97,6 +97,9 @@ struct Shared {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Woken after each batch the writer finishes.
     flushed: tokio::sync::Notify,
+    /// Woken when a write is queued: the writer task waits on it (the
+    /// writer thread blocks on the queue instead).
+    queued: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -180,6 +183,7 @@ impl LogStore {
             }),
             writer: Mutex::new(None),
             flushed: tokio::sync::Notify::new(),
+            queued: tokio::sync::Notify::new(),
         });
         tracing::info!(
             first = ?first,
@@ -189,33 +193,21 @@ impl LogStore {
             "raft log opened"
         );
         let (writes, rx) = mpsc::channel();
-        let writer = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("raft-log-writer".into())
-            .spawn(move || {
-                let run = std::panic::AssertUnwindSafe(|| writer_loop(&writer, rx, backlog));
-                let ended = std::panic::catch_unwind(run);
-                // However it ended (closed, or a panic), nothing queued
-                // becomes durable any more: applies waiting for it fail.
-                let why = if ended.is_ok() { "the raft log is closed" } else { "the raft log writer panicked" };
-                writer.cached.lock().failed.get_or_insert_with(|| why.into());
-                writer.flushed.notify_waiters();
-                if let Err(panic) = ended {
-                    std::panic::resume_unwind(panic);
-                }
-            })
-            .map_err(io_err)?;
-        *shared.writer.lock() = Some(thread);
+        let thread = spawn_writer(shared.clone(), rx, backlog)?;
+        *shared.writer.lock() = thread;
         Ok(LogStore { shared, writes })
     }
 
     /// Writes what is queued, then stops the writer thread and waits for
-    /// it; later writes fail. Called once Raft has stopped, before the
+    /// it; later writes fail. (A writer task, on a current-thread runtime,
+    /// is only told to stop: it cannot be waited for here.) Called once Raft has stopped, before the
     /// process ends or replaces itself: a writer cut off in the middle of a
     /// commit would leave the file half-written.
     pub fn close(&self) {
-        let Some(thread) = self.shared.writer.lock().take() else { return };
-        if self.writes.send(WriteOp::Stop).is_ok() {
+        let thread = self.shared.writer.lock().take();
+        if self.queue(WriteOp::Stop).is_ok()
+            && let Some(thread) = thread
+        {
             let _ = thread.join();
         }
     }
@@ -253,7 +245,9 @@ impl LogStore {
     }
 
     fn queue(&self, op: WriteOp) -> io::Result<()> {
-        self.writes.send(op).map_err(|_| io_err("the raft log writer has stopped"))
+        self.writes.send(op).map_err(|_| io_err("the raft log writer has stopped"))?;
+        self.shared.queued.notify_one();
+        Ok(())
     }
 
     async fn queue_and_wait(&self, op: impl FnOnce(oneshot::Sender<io::Result<()>>) -> WriteOp) -> io::Result<()> {
@@ -269,9 +263,49 @@ impl LogStore {
 /// ms; the purge pointer moves at once, and the deletion follows in pieces.
 const PURGE_CHUNK: usize = 1024;
 
-/// The writer thread: one redb transaction, one fsync, per drained batch.
-/// `backlog` is the highest purged index that may still hold entries.
-fn writer_loop(shared: &Shared, rx: mpsc::Receiver<WriteOp>, mut backlog: Option<u64>) {
+/// Starts the writer: a thread, or a task on a current-thread runtime
+/// (the deterministic simulation, which must schedule all the work
+/// itself). Both write one redb transaction, with one fsync, per drained
+/// batch. `backlog` is the highest purged index that may still hold
+/// entries. Returns the thread to join.
+fn spawn_writer(
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<WriteOp>,
+    backlog: Option<u64>,
+) -> io::Result<Option<std::thread::JoinHandle<()>>> {
+    use futures::FutureExt;
+    use std::panic::AssertUnwindSafe;
+
+    // However the writer ends (closed, or a panic), nothing queued becomes
+    // durable any more: applies waiting for it fail.
+    fn ended(shared: &Shared, panicked: bool) {
+        let why = if panicked { "the raft log writer panicked" } else { "the raft log is closed" };
+        shared.cached.lock().failed.get_or_insert_with(|| why.into());
+        shared.flushed.notify_waiters();
+    }
+    if tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+    {
+        tokio::spawn(async move {
+            let run = AssertUnwindSafe(writer_task(&shared, rx, backlog)).catch_unwind().await;
+            ended(&shared, run.is_err());
+        });
+        return Ok(None);
+    }
+    let thread = std::thread::Builder::new()
+        .name("raft-log-writer".into())
+        .spawn(move || {
+            let run = std::panic::catch_unwind(AssertUnwindSafe(|| writer_thread(&shared, rx, backlog)));
+            ended(&shared, run.is_err());
+            if let Err(panic) = run {
+                std::panic::resume_unwind(panic);
+            }
+        })
+        .map_err(io_err)?;
+    Ok(Some(thread))
+}
+
+fn writer_thread(shared: &Shared, rx: mpsc::Receiver<WriteOp>, mut backlog: Option<u64>) {
     loop {
         // With deletions left, an idle writer goes on with them.
         let first = if backlog.is_some() {
@@ -286,64 +320,94 @@ fn writer_loop(shared: &Shared, rx: mpsc::Receiver<WriteOp>, mut backlog: Option
                 Err(_) => return,
             }
         };
-        let mut batch: Vec<WriteOp> = first.into_iter().collect();
-        let mut stop = matches!(batch.last(), Some(WriteOp::Stop));
-        while !stop && let Ok(op) = rx.try_recv() {
-            stop = matches!(op, WriteOp::Stop);
-            batch.push(op);
-        }
-        if stop && batch.len() == 1 {
+        if !write_drained(shared, &rx, first, &mut backlog) {
             return;
         }
-        let started = Instant::now();
-        let result = write_batch(&shared.db, &batch, backlog);
-        if let Ok(left) = &result {
-            backlog = *left;
-        }
-        let result = result.map(|_| ());
-        if batch.is_empty() {
-            if let Err(e) = result {
-                // Left for the next start; a failing disk shows on the next
-                // append, which fails the node.
-                tracing::warn!("deleting purged log entries: {e}");
-                backlog = None;
+    }
+}
+
+async fn writer_task(shared: &Shared, rx: mpsc::Receiver<WriteOp>, mut backlog: Option<u64>) {
+    loop {
+        let first = match rx.try_recv() {
+            Ok(op) => Some(op),
+            Err(mpsc::TryRecvError::Disconnected) => return,
+            // With deletions left, an idle writer goes on with them.
+            Err(mpsc::TryRecvError::Empty) if backlog.is_some() => None,
+            Err(mpsc::TryRecvError::Empty) => {
+                shared.queued.notified().await;
+                continue;
             }
-            continue;
+        };
+        if !write_drained(shared, &rx, first, &mut backlog) {
+            return;
         }
-        let entries: usize =
-            batch.iter().map(|op| if let WriteOp::Append { entries, .. } = op { entries.len() } else { 0 }).sum();
-        metrics::histogram!("corral_log_fsync_seconds").record(started.elapsed().as_secs_f64());
-        metrics::histogram!("corral_log_fsync_entries").record(entries as f64);
-        if let Err(e) = &result {
-            shared.cached.lock().failed = Some(e.to_string());
-        } else {
-            let mut cached = shared.cached.lock();
-            for op in &batch {
-                if let WriteOp::Append { entries, .. } = op {
-                    for (index, log_id, _) in entries {
-                        // A truncation may have replaced the entry since.
-                        if cached.pending.get(index).is_some_and(|e| e.log_id() == *log_id) {
-                            cached.pending.remove(index);
-                        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Drains the queue behind `first` (up to a `Stop`), writes it all in one
+/// transaction, then completes each write. Returns false once stopped.
+fn write_drained(
+    shared: &Shared,
+    rx: &mpsc::Receiver<WriteOp>,
+    first: Option<WriteOp>,
+    backlog: &mut Option<u64>,
+) -> bool {
+    let mut batch: Vec<WriteOp> = first.into_iter().collect();
+    let mut stop = matches!(batch.last(), Some(WriteOp::Stop));
+    while !stop && let Ok(op) = rx.try_recv() {
+        stop = matches!(op, WriteOp::Stop);
+        batch.push(op);
+    }
+    if stop && batch.len() == 1 {
+        return false;
+    }
+    let started = Instant::now();
+    let result = write_batch(&shared.db, &batch, *backlog);
+    if let Ok(left) = &result {
+        *backlog = *left;
+    }
+    let result = result.map(|_| ());
+    if batch.is_empty() {
+        if let Err(e) = result {
+            // Left for the next start; a failing disk shows on the next
+            // append, which fails the node.
+            tracing::warn!("deleting purged log entries: {e}");
+            *backlog = None;
+        }
+        return true;
+    }
+    let entries: usize =
+        batch.iter().map(|op| if let WriteOp::Append { entries, .. } = op { entries.len() } else { 0 }).sum();
+    metrics::histogram!("corral_log_fsync_seconds").record(started.elapsed().as_secs_f64());
+    metrics::histogram!("corral_log_fsync_entries").record(entries as f64);
+    if let Err(e) = &result {
+        shared.cached.lock().failed = Some(e.to_string());
+    } else {
+        let mut cached = shared.cached.lock();
+        for op in &batch {
+            if let WriteOp::Append { entries, .. } = op {
+                for (index, log_id, _) in entries {
+                    // A truncation may have replaced the entry since.
+                    if cached.pending.get(index).is_some_and(|e| e.log_id() == *log_id) {
+                        cached.pending.remove(index);
                     }
                 }
             }
         }
-        shared.flushed.notify_waiters();
-        for op in batch {
-            let r = result.as_ref().map(|_| ()).map_err(io_err);
-            match op {
-                WriteOp::Append { callback, .. } => callback.io_completed(r),
-                WriteOp::Vote { done, .. } | WriteOp::TruncateAfter { done, .. } | WriteOp::Purge { done, .. } => {
-                    let _ = done.send(r);
-                }
-                WriteOp::Committed { .. } | WriteOp::Stop => {}
+    }
+    shared.flushed.notify_waiters();
+    for op in batch {
+        let r = result.as_ref().map(|_| ()).map_err(io_err);
+        match op {
+            WriteOp::Append { callback, .. } => callback.io_completed(r),
+            WriteOp::Vote { done, .. } | WriteOp::TruncateAfter { done, .. } | WriteOp::Purge { done, .. } => {
+                let _ = done.send(r);
             }
-        }
-        if stop {
-            return;
+            WriteOp::Committed { .. } | WriteOp::Stop => {}
         }
     }
+    !stop
 }
 
 /// Writes `batch` and deletes up to [`PURGE_CHUNK`] purged entries (those
@@ -418,7 +482,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             return Ok(Vec::new());
         }
         let shared = self.shared.clone();
-        tokio::task::spawn_blocking(move || shared.read_range(start, end)).await.map_err(io_err)?
+        super::runtime::blocking(move || shared.read_range(start, end)).await?
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

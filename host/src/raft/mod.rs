@@ -4,12 +4,17 @@
 //! - [`state_machine`]: openraft's adapter over the machine's `StateDb`,
 //!   and snapshot files.
 //! - [`network`]: the transport between members.
+//! - [`runtime`]: the async runtime openraft runs on: tokio, made
+//!   deterministic on one thread for the simulation.
 //!
 //! A single node is a one-member cluster and runs exactly this code.
 
 pub mod log_store;
 pub mod network;
+pub mod runtime;
 pub mod state_machine;
+
+pub use runtime::{Runtime, seed_thread_rng};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +35,7 @@ openraft::declare_raft_types!(
         D = Command,
         R = (),
         Node = NodeInfo,
+        AsyncRuntime = Runtime,
 );
 
 /// The Raft handle.

@@ -1,7 +1,8 @@
 //! openraft's view of the state machine: an adapter over [`StateDb`], and
 //! snapshot files in `snapshots/`.
 //!
-//! Applying runs on a blocking thread (redb does file I/O); the outcomes go
+//! Applying runs on a blocking thread (redb does file I/O; see
+//! [`super::runtime::blocking`]); the outcomes go
 //! to the [`ApplySink`] (the server's dispatcher), which sends the watch
 //! events and replies. openraft's own responders only learn that the entry
 //! is applied: replies never come from `client_write`'s return value.
@@ -176,7 +177,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, File>, io::Error> {
         let state = self.state.clone();
         let dir = self.snapshots.clone();
-        tokio::task::spawn_blocking(move || {
+        super::runtime::blocking(move || {
             let started = std::time::Instant::now();
             // Durable state first: the log is purged up to this snapshot.
             state.sync().map_err(io_err)?;
@@ -199,8 +200,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             );
             SnapshotDir::read(file)
         })
-        .await
-        .map_err(io_err)?
+        .await?
     }
 }
 
@@ -236,7 +236,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let state = self.state.clone();
         let sink = self.sink.clone();
-        let (batch, result) = tokio::task::spawn_blocking(move || {
+        let (batch, result) = super::runtime::blocking(move || {
             let refs: Vec<EntryRef<'_>> = batch
                 .iter()
                 .map(|(e, _)| {
@@ -267,8 +267,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             drop(refs);
             (batch, result)
         })
-        .await
-        .map_err(io_err)?;
+        .await?;
         result.map_err(io_err)?;
         metrics::counter!("corral_applied_entries_total").increment(batch.len() as u64);
         metrics::histogram!("corral_apply_batch_entries").record(batch.len() as f64);
@@ -288,7 +287,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let state = self.state.clone();
         let dir = self.snapshots.clone();
         let index = meta.last_log_id.as_ref().map_or(0, |l| l.index());
-        tokio::task::spawn_blocking(move || {
+        super::runtime::blocking(move || {
             let tmp = dir.tmp();
             let mut tee = Tee { src: BufReader::new(snapshot), copy: BufWriter::new(File::create(&tmp)?) };
             let installed = state.install(&mut tee).map_err(io_err)?;
@@ -298,8 +297,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             tracing::info!(index = installed.applied_index, "snapshot installed");
             Ok(())
         })
-        .await
-        .map_err(io_err)?
+        .await?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, File>>, io::Error> {

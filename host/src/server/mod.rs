@@ -191,7 +191,8 @@ pub struct Node {
     log: LogStore,
 }
 
-fn raft_config(c: &Config) -> Result<openraft::Config, StartError> {
+/// openraft's settings for a member with `c`'s timers.
+pub fn raft_config(c: &Config) -> Result<openraft::Config, StartError> {
     openraft::Config {
         cluster_name: "corral".into(),
         election_timeout_min: c.election_timeout_min_ms,

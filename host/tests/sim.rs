@@ -1,0 +1,633 @@
+//! Deterministic simulation of Corral's replication core.
+//!
+//! Five members run the real openraft, Raft log ([`LogStore`]), state
+//! machine ([`StateMachine`] over [`StateDb`]) and snapshot code, all on one
+//! current-thread tokio runtime whose clock is paused:
+//! - no work runs on a thread the simulation does not schedule (storage
+//!   work runs in place on such a runtime: `corral::raft::blocking`);
+//! - time moves only when every task waits, so timers fire in the same
+//!   order every run;
+//! - openraft's randomness (election timeouts) comes from the seed
+//!   ([`seed_thread_rng`]), and so do the network's and the nemesis'.
+//!
+//! Links are simulated at the RPC level: each request and each answer is
+//! delayed, lost, or cut by a partition, as the seed decides. Disks are
+//! [`CrashDisk`]s: a crash, or a member failing on an injected fsync error,
+//! leaves that member only what it had synced.
+//!
+//! Clients propose creates through whichever member they believe leads.
+//! When the faults stop, every member restarts and catches up, and the
+//! checks run on every member: no acknowledged write is lost, nothing
+//! appears that no client wrote, and all digests are equal and match the
+//! records they summarize.
+//!
+//! A run is a pure function of its seed: its trace (faults, proposals,
+//! outcomes, final digests) is the same event for event. A failing seed
+//! reproduces with
+//! `SIM_SEEDS=<seed> cargo test -p corral --test sim seeds -- --nocapture`;
+//! `SIM_SEEDS=1-200 SIM_SECS=60` sweeps by hand.
+
+// Each test binary uses its part of the crash disk.
+#[allow(dead_code)]
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::future::Future;
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::CrashDisk;
+use corral::config::Config;
+use corral::machine::command::{ClusterConfig, Command, Identity, Op, Origin, Write};
+use corral::machine::{Applied, ApplySink, Reply, StateDb, StateOptions};
+use corral::proto::data::{Acl, Id};
+use corral::proto::request::CreateRequest;
+use corral::raft::log_store::LogStore;
+use corral::raft::state_machine::StateMachine;
+use corral::raft::{NodeInfo, Raft, TypeConfig, seed_thread_rng};
+use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::rt::WatchReceiver;
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::{Instant, sleep};
+
+const MEMBERS: u64 = 5;
+const CLIENTS: u64 = 3;
+
+/// What the members, the links, the clients and the nemesis share.
+struct World {
+    seed: u64,
+    /// Decides each message's fate.
+    rng: Mutex<SmallRng>,
+    /// Running members, by id.
+    live: Mutex<BTreeMap<u64, Member>>,
+    /// Directed links that drop everything: `(from, to)`.
+    cut: Mutex<BTreeSet<(u64, u64)>>,
+    /// Messages lost, per thousand.
+    loss_per_mille: AtomicU64,
+    trace: Mutex<Vec<String>>,
+    /// The replies to client commands, by `(client, seq)`.
+    replies: Mutex<BTreeMap<(u64, i32), Reply>>,
+    started: Instant,
+    /// Snapshot directories (one per member, kept across restarts, as
+    /// their files are fsynced before they count) and snapshots in flight.
+    scratch: tempfile::TempDir,
+    next_file: AtomicU64,
+    /// Set when the faults and the clients stop.
+    quiet: AtomicBool,
+}
+
+#[derive(Clone)]
+struct Member {
+    raft: Raft,
+    state: Arc<StateDb>,
+    disks: Disks,
+}
+
+#[derive(Clone)]
+struct Disks {
+    log: CrashDisk,
+    state: CrashDisk,
+}
+
+impl World {
+    fn note(&self, event: impl Into<String>) {
+        let ms = self.started.elapsed().as_millis();
+        self.trace.lock().push(format!("{ms:>7} {}", event.into()));
+    }
+
+    fn member(&self, id: u64) -> Option<Member> {
+        self.live.lock().get(&id).cloned()
+    }
+
+    /// A message's delay, and whether it is lost.
+    fn fate(&self) -> (Duration, bool) {
+        let mut rng = self.rng.lock();
+        let delay = Duration::from_millis(rng.random_range(0..=15));
+        let lost = rng.random_range(0..1000) < self.loss_per_mille.load(Ordering::Relaxed);
+        (delay, lost)
+    }
+
+    /// The member at the far end of `from -> to`, if the link carries.
+    fn across(&self, from: u64, to: u64) -> Option<Member> {
+        if self.cut.lock().contains(&(from, to)) {
+            return None;
+        }
+        self.member(to)
+    }
+
+    fn snapshot_dir(&self, id: u64) -> std::path::PathBuf {
+        self.scratch.path().join(format!("member-{id}"))
+    }
+}
+
+fn unreachable(why: impl std::fmt::Display) -> Unreachable<TypeConfig> {
+    Unreachable::new(&io::Error::other(why.to_string()))
+}
+
+/// Hands each member a [`Peer`] per remote member.
+struct SimNet {
+    from: u64,
+    world: Arc<World>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for SimNet {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: u64, _node: &NodeInfo) -> Peer {
+        Peer { from: self.from, target, world: self.world.clone() }
+    }
+}
+
+struct Peer {
+    from: u64,
+    target: u64,
+    world: Arc<World>,
+}
+
+impl Peer {
+    /// Carries one request and its answer across the simulated link: each
+    /// way after a delay, unless lost or cut.
+    async fn deliver<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+        &self,
+        call: impl FnOnce(Raft) -> F,
+    ) -> Result<T, Unreachable<TypeConfig>> {
+        let (delay, lost) = self.world.fate();
+        self.world.note(format!("msg {}->{} {delay:?} {lost}", self.from, self.target));
+        sleep(delay).await;
+        let target = self.world.across(self.from, self.target).ok_or_else(|| unreachable("no route"))?;
+        if lost {
+            return Err(unreachable("request lost"));
+        }
+        let answer = call(target.raft).await.map_err(unreachable)?;
+        let (delay, lost) = self.world.fate();
+        sleep(delay).await;
+        if lost || self.world.across(self.target, self.from).is_none() {
+            return Err(unreachable("answer lost"));
+        }
+        Ok(answer)
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Peer {
+    type SnapshotData = File;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.deliver(|raft| async move { raft.append_entries(rpc).await }).await.map_err(RPCError::Unreachable)
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.deliver(|raft| async move { raft.vote(rpc).await }).await.map_err(RPCError::Unreachable)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.deliver(|raft| async move { raft.pre_vote(rpc).await }).await.map_err(RPCError::Unreachable)
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<TypeConfig>,
+        snapshot: SnapshotOf<TypeConfig, File>,
+        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        // The receiver gets its own copy, as over a real link.
+        let mut bytes = Vec::new();
+        let mut file = snapshot.snapshot;
+        file.read_to_end(&mut bytes).map_err(|e| StreamingError::Unreachable(unreachable(e)))?;
+        let n = self.world.next_file.fetch_add(1, Ordering::Relaxed);
+        let path = self.world.scratch.path().join(format!("in-flight-{n}.snap"));
+        std::fs::write(&path, &bytes).map_err(|e| StreamingError::Unreachable(unreachable(e)))?;
+        let copy = File::open(&path).map_err(|e| StreamingError::Unreachable(unreachable(e)))?;
+        let meta = snapshot.meta;
+        self.world.note(format!("{} sends {} a snapshot ({} bytes)", self.from, self.target, bytes.len()));
+        let sent = self
+            .deliver(|raft| async move {
+                raft.install_full_snapshot(vote, SnapshotOf::<TypeConfig, File> { meta, snapshot: copy }).await
+            })
+            .await
+            .map_err(StreamingError::Unreachable);
+        let _ = std::fs::remove_file(&path);
+        sent
+    }
+}
+
+/// Keeps the replies member `node` would send: those of the commands
+/// proposed through it.
+struct Replies {
+    node: u64,
+    world: Arc<World>,
+}
+
+impl ApplySink for Replies {
+    fn publish(&self, _applied_index: u64, outcomes: Vec<Applied>) {
+        let mut replies = self.world.replies.lock();
+        for a in outcomes {
+            if let Some(o) = a.origin.filter(|o| o.node == self.node) {
+                replies.insert((o.conn, o.xid), a.reply);
+            }
+        }
+    }
+}
+
+fn raft_config() -> Arc<openraft::Config> {
+    let c = Config {
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        heartbeat_interval_ms: 50,
+        // Small, so that runs build, send and install snapshots and purge.
+        snapshot_every_entries: 200,
+        snapshot_logs_to_keep: 50,
+        ..Config::default()
+    };
+    Arc::new(corral::server::raft_config(&c).expect("valid raft config"))
+}
+
+/// Starts member `id` on `disks`.
+async fn start(world: &Arc<World>, id: u64, disks: Disks) -> Member {
+    let log_db = redb::Database::builder().create_with_backend(disks.log.clone()).expect("log database opens");
+    let log = LogStore::on(log_db).expect("log store opens");
+    let state_db = redb::Database::builder().create_with_backend(disks.state.clone()).expect("state database opens");
+    let options = StateOptions {
+        cache_bytes: 1 << 20,
+        sync_interval: Duration::from_millis(200),
+        event_history: 100,
+        allow_gaps: false,
+    };
+    let state = Arc::new(StateDb::on(state_db, options, None).expect("state opens"));
+    let sm =
+        StateMachine::new(state.clone(), Arc::new(Replies { node: id, world: world.clone() }), world.snapshot_dir(id))
+            .expect("state machine")
+            .after_log(log.clone());
+    let network = SimNet { from: id, world: world.clone() };
+    let raft = Raft::new(id, raft_config(), network, log, sm).await.expect("raft starts");
+    let member = Member { raft, state, disks };
+    world.live.lock().insert(id, member.clone());
+    member
+}
+
+/// Pulls the plug on member `id`: its disks keep only what was synced.
+async fn crash(world: &World, id: u64) -> Option<Disks> {
+    let member = world.live.lock().remove(&id)?;
+    let disks = Disks { log: member.disks.log.crash(|| false), state: member.disks.state.crash(|| false) };
+    let _ = member.raft.shutdown().await;
+    Some(disks)
+}
+
+fn create(client: u64, seq: u64, leader: u64, now_ms: i64) -> Command {
+    Command {
+        time_ms: now_ms,
+        origin: Some(Origin { node: leader, conn: client, xid: seq as i32 }),
+        op: Op::Write {
+            session: None,
+            identity: Identity { ids: vec![Id { scheme: "ip".into(), id: "127.0.0.1".into() }], token: None },
+            write: Write::Create {
+                opcode: 1,
+                req: CreateRequest {
+                    path: format!("/c{client}-{seq}"),
+                    data: Some(format!("{client}:{seq}").into_bytes()),
+                    acl: Acl::open(),
+                    flags: 0,
+                    ttl: None,
+                },
+            },
+        },
+    }
+}
+
+/// Whom `client` believes leads: what a live member says.
+fn leader(world: &World) -> Option<(u64, Raft)> {
+    let live = world.live.lock();
+    let id = live.values().find_map(|m| m.raft.metrics().borrow_watched().current_leader)?;
+    live.get(&id).map(|m| (id, m.raft.clone()))
+}
+
+/// What clients did: acknowledged creates, and every create proposed.
+#[derive(Default)]
+struct History {
+    acked: BTreeMap<String, Vec<u8>>,
+    proposed: BTreeSet<String>,
+}
+
+async fn client(world: Arc<World>, seed: u64, id: u64, history: Arc<Mutex<History>>) {
+    let mut rng = SmallRng::seed_from_u64(seed ^ (id << 32));
+    let mut seq = 0u64;
+    while !world.quiet.load(Ordering::Relaxed) {
+        let Some((leader, raft)) = leader(&world) else {
+            sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        seq += 1;
+        let cmd = create(id, seq, leader, world.started.elapsed().as_millis() as i64);
+        let path = format!("/c{id}-{seq}");
+        history.lock().proposed.insert(path.clone());
+        match tokio::time::timeout(Duration::from_secs(3), raft.client_write(cmd)).await {
+            Ok(Ok(r)) => match world.replies.lock().remove(&(id, seq as i32)) {
+                Some(Reply::Write(Ok(_))) => {
+                    world.note(format!("client {id}: {path} acked at {} by {leader}", r.log_id));
+                    history.lock().acked.insert(path, format!("{id}:{seq}").into_bytes());
+                }
+                other => world.note(format!("client {id}: {path} applied at {} with {other:?}", r.log_id)),
+            },
+            Ok(Err(e)) => world.note(format!("client {id}: {path} failed at {leader}: {e}")),
+            Err(_) => world.note(format!("client {id}: {path} timed out at {leader}")),
+        }
+        sleep(Duration::from_millis(rng.random_range(0..20))).await;
+    }
+}
+
+/// Restarts each member that stopped on an error (a failed fsync) from
+/// what it synced, as the server re-executes itself.
+async fn restart_failed(world: &Arc<World>) {
+    let failed: Vec<u64> = world
+        .live
+        .lock()
+        .iter()
+        .filter(|(_, m)| m.raft.metrics().borrow_watched().running_state.is_err())
+        .map(|(id, _)| *id)
+        .collect();
+    for id in failed {
+        world.note(format!("member {id} stopped on an error: restarting it"));
+        if let Some(disks) = crash(world, id).await {
+            start(world, id, disks).await;
+        }
+    }
+}
+
+/// Injects faults until `until`: crashes and restarts, fsync failures,
+/// partitions and lossy links.
+async fn nemesis(world: Arc<World>, seed: u64, until: Duration) -> BTreeMap<u64, Disks> {
+    let mut rng = SmallRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9));
+    let mut down: BTreeMap<u64, Disks> = BTreeMap::new();
+    while world.started.elapsed() < until {
+        sleep(Duration::from_millis(rng.random_range(100..800))).await;
+        restart_failed(&world).await;
+        let live: Vec<u64> = world.live.lock().keys().copied().collect();
+        let pick = |rng: &mut SmallRng, ids: &[u64]| ids[rng.random_range(0..ids.len())];
+        match rng.random_range(0..6) {
+            0 if live.len() > 2 => {
+                let id = pick(&mut rng, &live);
+                world.note(format!("crash member {id}"));
+                if let Some(disks) = crash(&world, id).await {
+                    down.insert(id, disks);
+                }
+            }
+            1 if !down.is_empty() => {
+                let ids: Vec<u64> = down.keys().copied().collect();
+                let id = pick(&mut rng, &ids);
+                world.note(format!("restart member {id}"));
+                let disks = down.remove(&id).expect("down");
+                start(&world, id, disks).await;
+            }
+            2 if !live.is_empty() => {
+                let id = pick(&mut rng, &live);
+                let member = world.member(id).expect("live");
+                let (which, disk) =
+                    if rng.random_bool(0.5) { ("log", &member.disks.log) } else { ("state", &member.disks.state) };
+                world.note(format!("fail the next fsync of member {id}'s {which}"));
+                disk.fail_syncs(1);
+            }
+            3 => {
+                let mut cut = world.cut.lock();
+                cut.clear();
+                let alone = rng.random_range(1..=2);
+                let side: BTreeSet<u64> = (0..alone).map(|_| rng.random_range(1..=MEMBERS)).collect();
+                for a in &side {
+                    for b in 1..=MEMBERS {
+                        if !side.contains(&b) {
+                            cut.insert((*a, b));
+                            cut.insert((b, *a));
+                        }
+                    }
+                }
+                drop(cut);
+                world.note(format!("partition {side:?} from the rest"));
+            }
+            4 => {
+                world.cut.lock().clear();
+                world.note("heal partitions");
+            }
+            _ => {
+                let loss = rng.random_range(0..100);
+                world.loss_per_mille.store(loss, Ordering::Relaxed);
+                world.note(format!("links lose {loss}/1000 messages"));
+            }
+        }
+    }
+    down
+}
+
+/// Runs one seed for `secs` of simulated time and checks the outcome.
+/// Returns the trace; panics with it on a violation.
+fn run(seed: u64, secs: u64) -> Vec<String> {
+    seed_thread_rng(seed);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("runtime");
+    rt.block_on(simulate(seed, secs))
+}
+
+async fn simulate(seed: u64, secs: u64) -> Vec<String> {
+    let world = Arc::new(World {
+        seed,
+        rng: Mutex::new(SmallRng::seed_from_u64(seed)),
+        live: Mutex::new(BTreeMap::new()),
+        cut: Mutex::new(BTreeSet::new()),
+        loss_per_mille: AtomicU64::new(0),
+        trace: Mutex::new(Vec::new()),
+        replies: Mutex::new(BTreeMap::new()),
+        started: Instant::now(),
+        scratch: tempfile::tempdir().expect("temp dir"),
+        next_file: AtomicU64::new(0),
+        quiet: AtomicBool::new(false),
+    });
+    for id in 1..=MEMBERS {
+        start(&world, id, Disks { log: CrashDisk::default(), state: CrashDisk::default() }).await;
+    }
+    let members: BTreeMap<u64, NodeInfo> =
+        (1..=MEMBERS).map(|id| (id, NodeInfo { raft_addr: format!("sim-{id}") })).collect();
+    world.member(1).expect("member 1").raft.initialize(members).await.expect("cluster initializes");
+    // The cluster's first command, as the server proposes it.
+    let init = loop {
+        if let Some((_, raft)) = leader(&world) {
+            let config = ClusterConfig {
+                min_session_timeout_ms: 4000,
+                max_session_timeout_ms: 40000,
+                max_data_bytes: 1 << 20,
+                extended_types: false,
+                superuser_digest: None,
+            };
+            let op = Op::Init { config, secret: [7; 32], admin_token: [9; 32] };
+            if raft.client_write(Command { time_ms: 0, origin: None, op }).await.is_ok() {
+                break world.started.elapsed();
+            }
+        }
+        sleep(Duration::from_millis(50)).await;
+    };
+    world.note(format!("cluster initialized after {init:?}"));
+
+    let history = Arc::new(Mutex::new(History::default()));
+    let clients: Vec<_> =
+        (1..=CLIENTS).map(|id| tokio::spawn(client(world.clone(), seed, id, history.clone()))).collect();
+    let down = nemesis(world.clone(), seed, Duration::from_secs(secs)).await;
+
+    // The faults end: links heal, every member runs again.
+    world.quiet.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client task");
+    }
+    world.cut.lock().clear();
+    world.loss_per_mille.store(0, Ordering::Relaxed);
+    for (id, disks) in down {
+        world.note(format!("final restart of member {id}"));
+        start(&world, id, disks).await;
+    }
+    check(&world, &history.lock()).await;
+    world.trace.lock().clone()
+}
+
+/// Waits for every member to apply the same last entry, then checks the
+/// trees against the history.
+async fn check(world: &Arc<World>, history: &History) {
+    let deadline = world.started.elapsed() + Duration::from_secs(60);
+    let fail = |what: String| -> ! {
+        let trace = world.trace.lock();
+        let file = std::env::temp_dir().join(format!("corral-sim-{}.trace", world.seed));
+        let _ = std::fs::write(&file, trace.join("\n"));
+        let events: Vec<&String> = trace.iter().filter(|l| !l.contains(" msg ")).collect();
+        let tail: Vec<&str> = events[events.len().saturating_sub(40)..].iter().map(|l| l.as_str()).collect();
+        panic!("seed {}: {what}\nwhole trace in {}; its last events:\n{}", world.seed, file.display(), tail.join("\n"));
+    };
+    // A barrier: a write of the current term commits every entry before it.
+    let mut barrier = None;
+    let members = loop {
+        restart_failed(world).await;
+        let members: Vec<(u64, Member)> = world.live.lock().iter().map(|(id, m)| (*id, m.clone())).collect();
+        if let Some((_, raft)) = leader(world) {
+            if barrier.is_none()
+                && let Ok(Ok(r)) =
+                    tokio::time::timeout(Duration::from_secs(1), raft.client_write(create(0, 0, 0, 0))).await
+            {
+                barrier = Some(r.log_id);
+            }
+            let last = raft.metrics().borrow_watched().last_log_index;
+            if barrier.is_some() && members.iter().all(|(_, m)| Some(m.state.applied_index()) == last) {
+                break members;
+            }
+        }
+        if world.started.elapsed() > deadline {
+            let states: Vec<String> = members
+                .iter()
+                .map(|(id, m)| {
+                    let r = m.raft.metrics().borrow_watched().clone();
+                    format!(
+                        "member {id}: applied {} (raft: {:?}, last log {:?}, applied {:?}, {:?})",
+                        m.state.applied_index(),
+                        r.state,
+                        r.last_log_index,
+                        r.last_applied,
+                        r.running_state
+                    )
+                })
+                .collect();
+            fail(format!("members did not converge within 60 s:\n{}", states.join("\n")));
+        }
+        sleep(Duration::from_millis(100)).await;
+    };
+    let who = Identity::system();
+    let mut digests = BTreeSet::new();
+    for (id, m) in &members {
+        let meta = m.state.meta();
+        let recomputed = m.state.recompute_digest().expect("digest recomputes");
+        if recomputed != meta.digest {
+            fail(format!("member {id}: digest {:?} does not match its records ({recomputed:?})", meta.digest));
+        }
+        digests.insert(meta.digest.0);
+        world.note(format!("member {id}: applied {}, digest {:?}", meta.applied_index, meta.digest));
+        let view = m.state.read_ungated().expect("read view");
+        for (path, data) in &history.acked {
+            match view.node(path).expect("read") {
+                Some(node) if node.data.as_deref() == Some(data.as_slice()) => {}
+                found => fail(format!("member {id} lost acknowledged {path}: found {found:?}")),
+            }
+        }
+        let (children, _) = view.get_children("/", &who).expect("read").expect("root is readable");
+        for child in children {
+            let path = format!("/{child}");
+            if child != "zookeeper" && path != "/c0-0" && !history.proposed.contains(&path) {
+                fail(format!("member {id} holds {path}, which no client wrote"));
+            }
+        }
+    }
+    if digests.len() != 1 {
+        fail(format!("members diverged: digests {digests:?}"));
+    }
+    world.note(format!("{} acknowledged writes kept on all {} members", history.acked.len(), members.len()));
+}
+
+/// Seeds from `SIM_SEEDS` (`7`, `1-50` or `3,9,12`), else the CI set.
+fn seeds() -> Vec<u64> {
+    let Ok(spec) = std::env::var("SIM_SEEDS") else { return vec![1, 2, 3, 4] };
+    spec.split(',')
+        .flat_map(|part| match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<u64>().expect("seed")..=b.trim().parse().expect("seed")).collect(),
+            None => vec![part.trim().parse().expect("seed")],
+        })
+        .collect()
+}
+
+fn secs() -> u64 {
+    std::env::var("SIM_SECS").map_or(20, |s| s.parse().expect("SIM_SECS is seconds"))
+}
+
+/// One line per seed: what was acknowledged, and which faults ran.
+fn summary(seed: u64, trace: &[String]) -> String {
+    let count = |what: &str| trace.iter().filter(|l| l.contains(what)).count();
+    format!(
+        "seed {seed}: {} writes acknowledged and kept; {} crashes, {} fsync failures, {} restarts after a storage \
+         error, {} partitions, {} loss changes, {} snapshots sent",
+        count(" acked at "),
+        count("crash member"),
+        count("fail the next fsync"),
+        count("stopped on an error"),
+        count("partition {"),
+        count("links lose"),
+        count("a snapshot ("),
+    )
+}
+
+#[test]
+fn seeds_lose_nothing_and_end_identical() {
+    for seed in seeds() {
+        let trace = run(seed, secs());
+        eprintln!("{}", summary(seed, &trace));
+    }
+}
+
+#[test]
+fn a_seed_replays_event_for_event() {
+    let first = run(11, 8);
+    let second = run(11, 8);
+    assert!(first.iter().any(|l| l.contains(" acked at ")), "the run acknowledged writes");
+    assert!(first.iter().any(|l| l.contains("crash member") || l.contains("fail the next fsync")), "faults ran");
+    if let Some(i) = (0..first.len().max(second.len())).find(|&i| first.get(i) != second.get(i)) {
+        panic!("runs of one seed differ at event {i}: {:?} vs {:?}", first.get(i), second.get(i));
+    }
+}
