@@ -12,8 +12,10 @@
 //!
 //! Links are simulated at the RPC level: each request and each answer is
 //! delayed, lost, or cut by a partition, as the seed decides. Disks are
-//! [`CrashDisk`]s: a crash, or a member failing on an injected fsync error,
-//! leaves that member only what it had synced.
+//! [`CrashDisk`]s: a crash leaves a member what it had synced, and half the
+//! time some of the writes since, as pages the OS wrote back on its own;
+//! a member that stops on an injected fsync error restarts from what it
+//! had synced.
 //!
 //! Clients propose creates through whichever member they believe leads.
 //! When the faults stop, every member restarts and catches up, and the
@@ -59,7 +61,7 @@ use rand::{Rng, SeedableRng};
 use tokio::time::{Instant, sleep};
 
 const MEMBERS: u64 = 5;
-const CLIENTS: u64 = 3;
+const CLIENTS: u64 = 5;
 
 /// What the members, the links, the clients and the nemesis share.
 struct World {
@@ -255,8 +257,8 @@ fn raft_config() -> Arc<openraft::Config> {
         election_timeout_max_ms: 600,
         heartbeat_interval_ms: 50,
         // Small, so that runs build, send and install snapshots and purge.
-        snapshot_every_entries: 200,
-        snapshot_logs_to_keep: 50,
+        snapshot_every_entries: 100,
+        snapshot_logs_to_keep: 20,
         ..Config::default()
     };
     Arc::new(corral::server::raft_config(&c).expect("valid raft config"))
@@ -285,10 +287,12 @@ async fn start(world: &Arc<World>, id: u64, disks: Disks) -> Member {
     member
 }
 
-/// Pulls the plug on member `id`: its disks keep only what was synced.
-async fn crash(world: &World, id: u64) -> Option<Disks> {
+/// Pulls the plug on member `id`: its disks keep what was synced, and of
+/// the writes since, those `keep` picks (pages the OS wrote back on its
+/// own before the power went).
+async fn crash(world: &World, id: u64, mut keep: impl FnMut() -> bool) -> Option<Disks> {
     let member = world.live.lock().remove(&id)?;
-    let disks = Disks { log: member.disks.log.crash(|| false), state: member.disks.state.crash(|| false) };
+    let disks = Disks { log: member.disks.log.crash(&mut keep), state: member.disks.state.crash(&mut keep) };
     let _ = member.raft.shutdown().await;
     Some(disks)
 }
@@ -367,7 +371,7 @@ async fn restart_failed(world: &Arc<World>) {
         .collect();
     for id in failed {
         world.note(format!("member {id} stopped on an error: restarting it"));
-        if let Some(disks) = crash(world, id).await {
+        if let Some(disks) = crash(world, id, || false).await {
             start(world, id, disks).await;
         }
     }
@@ -386,8 +390,10 @@ async fn nemesis(world: Arc<World>, seed: u64, until: Duration) -> BTreeMap<u64,
         match rng.random_range(0..6) {
             0 if live.len() > 2 => {
                 let id = pick(&mut rng, &live);
-                world.note(format!("crash member {id}"));
-                if let Some(disks) = crash(&world, id).await {
+                let torn = rng.random_bool(0.5);
+                world.note(format!("crash member {id}{}", if torn { ", keeping some unsynced writes" } else { "" }));
+                let mut pages = SmallRng::seed_from_u64(rng.random());
+                if let Some(disks) = crash(&world, id, || torn && pages.random_bool(0.5)).await {
                     down.insert(id, disks);
                 }
             }
@@ -601,10 +607,11 @@ fn secs() -> u64 {
 fn summary(seed: u64, trace: &[String]) -> String {
     let count = |what: &str| trace.iter().filter(|l| l.contains(what)).count();
     format!(
-        "seed {seed}: {} writes acknowledged and kept; {} crashes, {} fsync failures, {} restarts after a storage \
+        "seed {seed}: {} writes acknowledged and kept; {} crashes ({} torn), {} fsync failures, {} restarts after a storage \
          error, {} partitions, {} loss changes, {} snapshots sent",
         count(" acked at "),
         count("crash member"),
+        count("keeping some unsynced writes"),
         count("fail the next fsync"),
         count("stopped on an error"),
         count("partition {"),
