@@ -14,8 +14,9 @@
 //! delayed, lost, or cut by a partition, as the seed decides. Disks are
 //! [`CrashDisk`]s: a crash leaves a member what it had synced, and half the
 //! time some of the writes since, as pages the OS wrote back on its own;
-//! a member that stops on an injected fsync error restarts from what it
-//! had synced.
+//! a member that stops on an injected fsync error, or on a power cut in
+//! the middle of its writes (most often inside a redb commit), restarts
+//! the same way.
 //!
 //! Clients propose creates through whichever member they believe leads.
 //! When the faults stop, every member restarts and catches up, and the
@@ -359,8 +360,9 @@ async fn client(world: Arc<World>, seed: u64, id: u64, history: Arc<Mutex<Histor
     }
 }
 
-/// Restarts each member that stopped on an error (a failed fsync) from
-/// what it synced, as the server re-executes itself.
+/// Restarts each member that stopped on an error (a failed fsync, a power
+/// cut) from what it synced and, half the time, some of the writes since,
+/// as the server re-executes itself (or the machine comes back).
 async fn restart_failed(world: &Arc<World>) {
     let failed: Vec<u64> = world
         .live
@@ -370,8 +372,11 @@ async fn restart_failed(world: &Arc<World>) {
         .map(|(id, _)| *id)
         .collect();
     for id in failed {
-        world.note(format!("member {id} stopped on an error: restarting it"));
-        if let Some(disks) = crash(world, id, || false).await {
+        let mut pages = SmallRng::seed_from_u64(world.rng.lock().random());
+        let torn = pages.random_bool(0.5);
+        let how = if torn { ", keeping some unsynced writes" } else { "" };
+        world.note(format!("member {id} stopped on an error: restarting it{how}"));
+        if let Some(disks) = crash(world, id, || torn && pages.random_bool(0.5)).await {
             start(world, id, disks).await;
         }
     }
@@ -409,8 +414,16 @@ async fn nemesis(world: Arc<World>, seed: u64, until: Duration) -> BTreeMap<u64,
                 let member = world.member(id).expect("live");
                 let (which, disk) =
                     if rng.random_bool(0.5) { ("log", &member.disks.log) } else { ("state", &member.disks.state) };
-                world.note(format!("fail the next fsync of member {id}'s {which}"));
-                disk.fail_syncs(1);
+                if rng.random_bool(0.5) {
+                    world.note(format!("fail the next fsync of member {id}'s {which}"));
+                    disk.fail_syncs(1);
+                } else {
+                    // Likely inside a redb commit: between its page writes,
+                    // or between its two fsyncs.
+                    let after = rng.random_range(0..40);
+                    world.note(format!("cut the power of member {id}'s {which} after {after} more writes"));
+                    disk.cut_power_after(after);
+                }
             }
             3 => {
                 let mut cut = world.cut.lock();
@@ -605,18 +618,21 @@ fn secs() -> u64 {
 
 /// One line per seed: what was acknowledged, and which faults ran.
 fn summary(seed: u64, trace: &[String]) -> String {
-    let count = |what: &str| trace.iter().filter(|l| l.contains(what)).count();
+    let count = |what: &[&str]| trace.iter().filter(|l| what.iter().all(|w| l.contains(w))).count();
+    let torn = "keeping some unsynced writes";
     format!(
-        "seed {seed}: {} writes acknowledged and kept; {} crashes ({} torn), {} fsync failures, {} restarts after a storage \
-         error, {} partitions, {} loss changes, {} snapshots sent",
-        count(" acked at "),
-        count("crash member"),
-        count("keeping some unsynced writes"),
-        count("fail the next fsync"),
-        count("stopped on an error"),
-        count("partition {"),
-        count("links lose"),
-        count("a snapshot ("),
+        "seed {seed}: {} writes acknowledged and kept; {} crashes ({} torn), {} fsync failures, {} power cuts \
+         mid-write, {} restarts after a storage error ({} torn), {} partitions, {} loss changes, {} snapshots sent",
+        count(&[" acked at "]),
+        count(&["crash member"]),
+        count(&["crash member", torn]),
+        count(&["fail the next fsync"]),
+        count(&["cut the power"]),
+        count(&["stopped on an error"]),
+        count(&["stopped on an error", torn]),
+        count(&["partition {"]),
+        count(&["links lose"]),
+        count(&["a snapshot ("]),
     )
 }
 

@@ -27,6 +27,8 @@ struct Disk {
     crashed: bool,
     /// Syncs still to fail.
     failing_syncs: u32,
+    /// Writes (and length changes and syncs) left before the power goes.
+    power_left: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,12 +73,37 @@ impl CrashDisk {
         CrashDisk(Arc::new(Mutex::new(Disk { current: image.clone(), synced: image, ..Disk::default() })))
     }
 
+    /// Cuts the power in the middle of what comes: the disk carries out
+    /// `n` more writes, length changes or syncs, then fails that one and
+    /// everything after, as if the machine had died there. (Then
+    /// [`CrashDisk::crash`] gives the image a restart finds.)
+    pub fn cut_power_after(&self, n: u32) {
+        self.0.lock().unwrap().power_left = Some(n);
+    }
+
     fn live(&self) -> io::Result<std::sync::MutexGuard<'_, Disk>> {
         let d = self.0.lock().unwrap();
         if d.crashed {
             return Err(io::Error::other("the disk is gone (crashed)"));
         }
         Ok(d)
+    }
+
+    /// [`CrashDisk::live`], for an operation that changes the disk: it
+    /// counts against a pending power cut.
+    fn changing(&self) -> io::Result<std::sync::MutexGuard<'_, Disk>> {
+        let mut d = self.live()?;
+        match d.power_left {
+            Some(0) => {
+                d.crashed = true;
+                Err(io::Error::other("the power went (injected)"))
+            }
+            Some(n) => {
+                d.power_left = Some(n - 1);
+                Ok(d)
+            }
+            None => Ok(d),
+        }
     }
 }
 
@@ -97,7 +124,7 @@ impl StorageBackend for CrashDisk {
     }
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        let mut d = self.live()?;
+        let mut d = self.changing()?;
         let change = Change::SetLen(len);
         change.apply(&mut d.current);
         d.unsynced.push(change);
@@ -105,7 +132,7 @@ impl StorageBackend for CrashDisk {
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
-        let mut d = self.live()?;
+        let mut d = self.changing()?;
         if d.failing_syncs > 0 {
             d.failing_syncs -= 1;
             return Err(io::Error::other("fsync failed (injected)"));
@@ -116,7 +143,7 @@ impl StorageBackend for CrashDisk {
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        let mut d = self.live()?;
+        let mut d = self.changing()?;
         let change = Change::Write(offset, data.to_vec());
         change.apply(&mut d.current);
         d.unsynced.push(change);
