@@ -18,17 +18,21 @@
 //! the middle of its writes (most often inside a redb commit), restarts
 //! the same way.
 //!
-//! Clients propose creates through whichever member they believe leads.
-//! When the faults stop, every member restarts and catches up, and the
-//! checks run on every member: no acknowledged write is lost, nothing
-//! appears that no client wrote, and all digests are equal and match the
-//! records they summarize.
+//! Clients write through whichever member they believe leads: creates of
+//! paths of their own, and overwrites of four shared registers. When the
+//! faults stop, every member restarts and catches up, and the checks run
+//! on every member: each path holds a value some client wrote and no older
+//! than the newest acknowledged write to it (nothing acknowledged is lost
+//! or overwritten by an older write), and all digests are equal and match
+//! the records they summarize.
 //!
 //! A run is a pure function of its seed: its trace (faults, proposals,
 //! outcomes, final digests) is the same event for event. A failing seed
 //! reproduces with
 //! `SIM_SEEDS=<seed> cargo test -p corral --test sim seeds -- --nocapture`;
-//! `SIM_SEEDS=1-200 SIM_SECS=60` sweeps by hand.
+//! `SIM_SEEDS=1-200 SIM_SECS=60` sweeps by hand; `SIM_TRACE=1` writes each
+//! seed's trace to `/tmp/corral-sim-<seed>.trace` (a failing seed's is
+//! always written).
 
 // Each test binary uses its part of the crash disk.
 #[allow(dead_code)]
@@ -45,7 +49,7 @@ use std::time::Duration;
 use common::CrashDisk;
 use corral::config::Config;
 use corral::machine::command::{ClusterConfig, Command, Identity, Op, Origin, Write};
-use corral::machine::{Applied, ApplySink, Reply, StateDb, StateOptions};
+use corral::machine::{Applied, ApplySink, Reply, StateDb, StateOptions, WriteResult};
 use corral::proto::data::{Acl, Id};
 use corral::proto::request::CreateRequest;
 use corral::raft::log_store::LogStore;
@@ -298,23 +302,25 @@ async fn crash(world: &World, id: u64, mut keep: impl FnMut() -> bool) -> Option
     Some(disks)
 }
 
-fn create(client: u64, seq: u64, leader: u64, now_ms: i64) -> Command {
+/// Registers every client overwrites: `/r0` .. `/r3`.
+const REGISTERS: u64 = 4;
+
+/// A client's write: `path` gets `data`, by a create, or by an
+/// unconditional overwrite (of a register) when `overwrite`.
+fn write(client: u64, seq: u64, leader: u64, now_ms: i64, path: &str, data: Vec<u8>, overwrite: bool) -> Command {
+    let write = if overwrite {
+        Write::SetData { path: path.to_owned(), data: Some(data), version: -1 }
+    } else {
+        let req = CreateRequest { path: path.to_owned(), data: Some(data), acl: Acl::open(), flags: 0, ttl: None };
+        Write::Create { opcode: 1, req }
+    };
     Command {
         time_ms: now_ms,
         origin: Some(Origin { node: leader, conn: client, xid: seq as i32 }),
         op: Op::Write {
             session: None,
             identity: Identity { ids: vec![Id { scheme: "ip".into(), id: "127.0.0.1".into() }], token: None },
-            write: Write::Create {
-                opcode: 1,
-                req: CreateRequest {
-                    path: format!("/c{client}-{seq}"),
-                    data: Some(format!("{client}:{seq}").into_bytes()),
-                    acl: Acl::open(),
-                    flags: 0,
-                    ttl: None,
-                },
-            },
+            write,
         },
     }
 }
@@ -326,11 +332,14 @@ fn leader(world: &World) -> Option<(u64, Raft)> {
     live.get(&id).map(|m| (id, m.raft.clone()))
 }
 
-/// What clients did: acknowledged creates, and every create proposed.
+/// What clients did: every write proposed, and those acknowledged, with
+/// the zxid of the change they made.
 #[derive(Default)]
 struct History {
-    acked: BTreeMap<String, Vec<u8>>,
-    proposed: BTreeSet<String>,
+    /// Path -> (mzxid, data) of each acknowledged write.
+    acked: BTreeMap<String, Vec<(i64, Vec<u8>)>>,
+    /// Path -> the data of each write proposed.
+    proposed: BTreeMap<String, BTreeSet<Vec<u8>>>,
 }
 
 async fn client(world: Arc<World>, seed: u64, id: u64, history: Arc<Mutex<History>>) {
@@ -342,18 +351,25 @@ async fn client(world: Arc<World>, seed: u64, id: u64, history: Arc<Mutex<Histor
             continue;
         };
         seq += 1;
-        let cmd = create(id, seq, leader, world.started.elapsed().as_millis() as i64);
-        let path = format!("/c{id}-{seq}");
-        history.lock().proposed.insert(path.clone());
+        let overwrite = rng.random_bool(0.5);
+        let path = if overwrite { format!("/r{}", rng.random_range(0..REGISTERS)) } else { format!("/c{id}-{seq}") };
+        let data = format!("{id}:{seq}").into_bytes();
+        history.lock().proposed.entry(path.clone()).or_default().insert(data.clone());
+        let now_ms = world.started.elapsed().as_millis() as i64;
+        let cmd = write(id, seq, leader, now_ms, &path, data.clone(), overwrite);
         match tokio::time::timeout(Duration::from_secs(3), raft.client_write(cmd)).await {
             Ok(Ok(r)) => match world.replies.lock().remove(&(id, seq as i32)) {
-                Some(Reply::Write(Ok(_))) => {
-                    world.note(format!("client {id}: {path} acked at {} by {leader}", r.log_id));
-                    history.lock().acked.insert(path, format!("{id}:{seq}").into_bytes());
+                Some(Reply::Write(Ok(WriteResult::Created { stat, .. } | WriteResult::SetData { stat }))) => {
+                    world.note(format!("client {id}: {path} = {id}:{seq} acked at {} by {leader}", r.log_id));
+                    history.lock().acked.entry(path).or_default().push((stat.mzxid, data));
                 }
                 other => world.note(format!("client {id}: {path} applied at {} with {other:?}", r.log_id)),
             },
-            Ok(Err(e)) => world.note(format!("client {id}: {path} failed at {leader}: {e}")),
+            Ok(Err(e)) => {
+                world.note(format!("client {id}: {path} failed at {leader}: {e}"));
+                // Give the cluster time to elect or to reach the leader.
+                sleep(Duration::from_millis(50)).await;
+            }
             Err(_) => world.note(format!("client {id}: {path} timed out at {leader}")),
         }
         sleep(Duration::from_millis(rng.random_range(0..20))).await;
@@ -501,6 +517,13 @@ async fn simulate(seed: u64, secs: u64) -> Vec<String> {
         sleep(Duration::from_millis(50)).await;
     };
     world.note(format!("cluster initialized after {init:?}"));
+    for r in 0..REGISTERS {
+        let path = format!("/r{r}");
+        let create = |leader| write(0, 0, leader, 0, &path, b"initial".to_vec(), false);
+        while !matches!(leader(&world), Some((id, raft)) if raft.client_write(create(id)).await.is_ok()) {
+            sleep(Duration::from_millis(50)).await;
+        }
+    }
 
     let history = Arc::new(Mutex::new(History::default()));
     let clients: Vec<_> =
@@ -541,8 +564,11 @@ async fn check(world: &Arc<World>, history: &History) {
         let members: Vec<(u64, Member)> = world.live.lock().iter().map(|(id, m)| (*id, m.clone())).collect();
         if let Some((_, raft)) = leader(world) {
             if barrier.is_none()
-                && let Ok(Ok(r)) =
-                    tokio::time::timeout(Duration::from_secs(1), raft.client_write(create(0, 0, 0, 0))).await
+                && let Ok(Ok(r)) = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    raft.client_write(write(0, 0, 0, 0, "/barrier", Vec::new(), false)),
+                )
+                .await
             {
                 barrier = Some(r.log_id);
             }
@@ -581,24 +607,42 @@ async fn check(world: &Arc<World>, history: &History) {
         digests.insert(meta.digest.0);
         world.note(format!("member {id}: applied {}, digest {:?}", meta.applied_index, meta.digest));
         let view = m.state.read_ungated().expect("read view");
-        for (path, data) in &history.acked {
-            match view.node(path).expect("read") {
-                Some(node) if node.data.as_deref() == Some(data.as_slice()) => {}
-                found => fail(format!("member {id} lost acknowledged {path}: found {found:?}")),
+        // Each path holds the last write applied to it: one proposed for
+        // it, and none older than the newest acknowledged one.
+        for (path, acked) in &history.acked {
+            let Some(node) = view.node(path).expect("read") else {
+                fail(format!("member {id} lost {path}, acknowledged {} times", acked.len()))
+            };
+            let (newest, data) = acked.iter().max_by_key(|(zxid, _)| *zxid).expect("acknowledged once");
+            if node.mzxid < *newest || (node.mzxid == *newest && node.data.as_deref() != Some(data.as_slice())) {
+                fail(format!(
+                    "member {id} lost an acknowledged write to {path}: it holds {:?} from zxid {}, but {:?} was \
+                     acknowledged at zxid {newest}",
+                    node.data.as_deref().map(String::from_utf8_lossy),
+                    node.mzxid,
+                    String::from_utf8_lossy(data)
+                ));
             }
         }
         let (children, _) = view.get_children("/", &who).expect("read").expect("root is readable");
         for child in children {
             let path = format!("/{child}");
-            if child != "zookeeper" && path != "/c0-0" && !history.proposed.contains(&path) {
-                fail(format!("member {id} holds {path}, which no client wrote"));
+            if child == "zookeeper" || path == "/barrier" {
+                continue;
+            }
+            let node = view.node(&path).expect("read").expect("a listed child exists");
+            let data = node.data.unwrap_or_default();
+            let written = history.proposed.get(&path).is_some_and(|d| d.contains(&data));
+            if !written && !(path.starts_with("/r") && data == b"initial") {
+                fail(format!("member {id} holds {path} = {:?}, which no client wrote", String::from_utf8_lossy(&data)));
             }
         }
     }
     if digests.len() != 1 {
         fail(format!("members diverged: digests {digests:?}"));
     }
-    world.note(format!("{} acknowledged writes kept on all {} members", history.acked.len(), members.len()));
+    let acked: usize = history.acked.values().map(Vec::len).sum();
+    world.note(format!("{acked} acknowledged writes kept on all {} members", members.len()));
 }
 
 /// Seeds from `SIM_SEEDS` (`7`, `1-50` or `3,9,12`), else the CI set.
@@ -640,6 +684,10 @@ fn summary(seed: u64, trace: &[String]) -> String {
 fn seeds_lose_nothing_and_end_identical() {
     for seed in seeds() {
         let trace = run(seed, secs());
+        if std::env::var("SIM_TRACE").is_ok() {
+            let file = std::env::temp_dir().join(format!("corral-sim-{seed}.trace"));
+            std::fs::write(&file, trace.join("\n")).expect("trace written");
+        }
         eprintln!("{}", summary(seed, &trace));
     }
 }
