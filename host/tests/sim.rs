@@ -10,6 +10,9 @@
 //! - openraft's randomness (election timeouts) comes from the seed
 //!   ([`seed_thread_rng`]), and so do the network's and the nemesis'.
 //!
+//! The membership changes too: a member stops voting (kept as a learner,
+//! or removed) and comes back step by step.
+//!
 //! Links are simulated at the RPC level: each request and each answer is
 //! delayed, lost, or cut by a partition, as the seed decides. Disks are
 //! [`CrashDisk`]s: a crash leaves a member what it had synced, and half the
@@ -55,6 +58,7 @@ use corral::proto::request::CreateRequest;
 use corral::raft::log_store::LogStore;
 use corral::raft::state_machine::StateMachine;
 use corral::raft::{NodeInfo, Raft, TypeConfig, seed_thread_rng};
+use openraft::ChangeMembers;
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
@@ -398,6 +402,53 @@ async fn restart_failed(world: &Arc<World>) {
     }
 }
 
+/// The leader's view of the membership: its voters, and every member.
+fn membership(raft: &Raft) -> (BTreeSet<u64>, BTreeSet<u64>) {
+    let m = raft.metrics().borrow_watched().membership_config.clone();
+    let members = m.membership();
+    (members.voter_ids().collect(), members.nodes().map(|(id, _)| *id).collect())
+}
+
+/// One membership change through the leader: with five voters, `pick`
+/// stops voting (kept as a learner, or removed from the cluster);
+/// otherwise one member on its way back goes one step further (added as
+/// a learner, or promoted to voter).
+async fn reconfigure(world: Arc<World>, pick: u64, keep_as_learner: bool) {
+    let Some((_, raft)) = leader(&world) else { return };
+    let (voters, members) = membership(&raft);
+    let change = async {
+        if voters.len() as u64 == MEMBERS {
+            let what = if keep_as_learner { "demote" } else { "remove" };
+            world.note(format!("{what} member {pick}"));
+            raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([pick])), keep_as_learner)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            readmit(&world, &raft, &voters, &members).await
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(3), change).await {
+        Ok(Ok(())) => world.note("membership change applied"),
+        Ok(Err(e)) => world.note(format!("membership change failed: {e}")),
+        Err(_) => world.note("membership change timed out"),
+    }
+}
+
+/// Brings the first member that does not vote one step back: a removed
+/// one becomes a learner, a learner a voter.
+async fn readmit(world: &World, raft: &Raft, voters: &BTreeSet<u64>, members: &BTreeSet<u64>) -> Result<(), String> {
+    let Some(id) = (1..=MEMBERS).find(|id| !voters.contains(id)) else { return Ok(()) };
+    if members.contains(&id) {
+        world.note(format!("promote member {id}"));
+        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await.map(|_| ())
+    } else {
+        world.note(format!("add member {id} as a learner"));
+        raft.add_learner(id, NodeInfo { raft_addr: format!("sim-{id}") }, true).await.map(|_| ())
+    }
+    .map_err(|e| e.to_string())
+}
+
 /// Injects faults until `until`: crashes and restarts, fsync failures,
 /// partitions and lossy links.
 async fn nemesis(world: Arc<World>, seed: u64, until: Duration) -> BTreeMap<u64, Disks> {
@@ -408,7 +459,7 @@ async fn nemesis(world: Arc<World>, seed: u64, until: Duration) -> BTreeMap<u64,
         restart_failed(&world).await;
         let live: Vec<u64> = world.live.lock().keys().copied().collect();
         let pick = |rng: &mut SmallRng, ids: &[u64]| ids[rng.random_range(0..ids.len())];
-        match rng.random_range(0..6) {
+        match rng.random_range(0..7) {
             0 if live.len() > 2 => {
                 let id = pick(&mut rng, &live);
                 let torn = rng.random_bool(0.5);
@@ -456,6 +507,11 @@ async fn nemesis(world: Arc<World>, seed: u64, until: Duration) -> BTreeMap<u64,
                 }
                 drop(cut);
                 world.note(format!("partition {side:?} from the rest"));
+            }
+            5 => {
+                let pick = rng.random_range(1..=MEMBERS);
+                let keep_as_learner = rng.random_bool(0.5);
+                tokio::spawn(reconfigure(world.clone(), pick, keep_as_learner));
             }
             4 => {
                 world.cut.lock().clear();
@@ -557,13 +613,21 @@ async fn check(world: &Arc<World>, history: &History) {
         let tail: Vec<&str> = events[events.len().saturating_sub(40)..].iter().map(|l| l.as_str()).collect();
         panic!("seed {}: {what}\nwhole trace in {}; its last events:\n{}", world.seed, file.display(), tail.join("\n"));
     };
-    // A barrier: a write of the current term commits every entry before it.
+    // All five voting again, then a barrier: a write of the current term
+    // commits every entry before it.
     let mut barrier = None;
     let members = loop {
         restart_failed(world).await;
         let members: Vec<(u64, Member)> = world.live.lock().iter().map(|(id, m)| (*id, m.clone())).collect();
         if let Some((_, raft)) = leader(world) {
-            if barrier.is_none()
+            let (voters, known) = membership(&raft);
+            let all_vote = voters.len() as u64 == MEMBERS;
+            if !all_vote {
+                let step = tokio::time::timeout(Duration::from_secs(3), readmit(world, &raft, &voters, &known));
+                if let Ok(Err(e)) = step.await {
+                    world.note(format!("membership change failed: {e}"));
+                }
+            } else if barrier.is_none()
                 && let Ok(Ok(r)) = tokio::time::timeout(
                     Duration::from_secs(1),
                     raft.client_write(write(0, 0, 0, 0, "/barrier", Vec::new(), false)),
@@ -573,7 +637,7 @@ async fn check(world: &Arc<World>, history: &History) {
                 barrier = Some(r.log_id);
             }
             let last = raft.metrics().borrow_watched().last_log_index;
-            if barrier.is_some() && members.iter().all(|(_, m)| Some(m.state.applied_index()) == last) {
+            if all_vote && barrier.is_some() && members.iter().all(|(_, m)| Some(m.state.applied_index()) == last) {
                 break members;
             }
         }
@@ -666,7 +730,7 @@ fn summary(seed: u64, trace: &[String]) -> String {
     let torn = "keeping some unsynced writes";
     format!(
         "seed {seed}: {} writes acknowledged and kept; {} crashes ({} torn), {} fsync failures, {} power cuts \
-         mid-write, {} restarts after a storage error ({} torn), {} partitions, {} loss changes, {} snapshots sent",
+         mid-write, {} restarts after a storage error ({} torn), {} partitions, {} loss changes, {} members demoted or removed, {} snapshots sent",
         count(&[" acked at "]),
         count(&["crash member"]),
         count(&["crash member", torn]),
@@ -676,6 +740,7 @@ fn summary(seed: u64, trace: &[String]) -> String {
         count(&["stopped on an error", torn]),
         count(&["partition {"]),
         count(&["links lose"]),
+        count(&["demote member"]) + count(&["remove member"]),
         count(&["a snapshot ("]),
     )
 }
