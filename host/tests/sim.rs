@@ -21,7 +21,7 @@
 //! the middle of its writes (most often inside a redb commit), restarts
 //! the same way.
 //!
-//! Clients write through whichever member they believe leads: creates of
+//! Clients write through the member that leads: creates of
 //! paths of their own, and overwrites of four shared registers. When the
 //! faults stop, every member restarts and catches up, and the checks run
 //! on every member: each path holds a value some client wrote and no older
@@ -54,16 +54,17 @@ use corral::config::Config;
 use corral::machine::command::{ClusterConfig, Command, Identity, Op, Origin, Write};
 use corral::machine::{Applied, ApplySink, Reply, StateDb, StateOptions, WriteResult};
 use corral::proto::data::{Acl, Id};
+use corral::proto::error::ErrorCode;
 use corral::proto::request::CreateRequest;
 use corral::raft::log_store::LogStore;
 use corral::raft::state_machine::StateMachine;
 use corral::raft::{NodeInfo, Raft, TypeConfig, seed_thread_rng};
-use openraft::ChangeMembers;
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::rt::WatchReceiver;
+use openraft::{ChangeMembers, ServerState};
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -309,74 +310,196 @@ async fn crash(world: &World, id: u64, mut keep: impl FnMut() -> bool) -> Option
 /// Registers every client overwrites: `/r0` .. `/r3`.
 const REGISTERS: u64 = 4;
 
-/// A client's write: `path` gets `data`, by a create, or by an
-/// unconditional overwrite (of a register) when `overwrite`.
-fn write(client: u64, seq: u64, leader: u64, now_ms: i64, path: &str, data: Vec<u8>, overwrite: bool) -> Command {
-    let write = if overwrite {
-        Write::SetData { path: path.to_owned(), data: Some(data), version: -1 }
-    } else {
-        let req = CreateRequest { path: path.to_owned(), data: Some(data), acl: Acl::open(), flags: 0, ttl: None };
-        Write::Create { opcode: 1, req }
-    };
-    Command {
-        time_ms: now_ms,
-        origin: Some(Origin { node: leader, conn: client, xid: seq as i32 }),
-        op: Op::Write {
-            session: None,
-            identity: Identity { ids: vec![Id { scheme: "ip".into(), id: "127.0.0.1".into() }], token: None },
-            write,
-        },
-    }
+/// What a client asks of the cluster.
+enum Ask<'a> {
+    /// `path` gets `data`: by a create (ephemeral, owned by the session,
+    /// if asked), or by an unconditional overwrite of a register.
+    Write {
+        path: &'a str,
+        data: Vec<u8>,
+        overwrite: bool,
+        ephemeral: bool,
+    },
+    OpenSession,
+    ResumeSession(i64),
+    CloseSession(i64),
+    /// What the leader proposes when a session's timeout passes.
+    ExpireSession(i64),
 }
 
-/// Whom `client` believes leads: what a live member says.
+/// The command for `ask`, from `client`'s connection to member `leader`,
+/// as `session`.
+fn command(client: u64, seq: u64, leader: u64, now_ms: i64, session: Option<i64>, ask: Ask<'_>) -> Command {
+    let op = match ask {
+        Ask::Write { path, data, overwrite, ephemeral } => {
+            let write = if overwrite {
+                Write::SetData { path: path.to_owned(), data: Some(data), version: -1 }
+            } else {
+                let flags = if ephemeral { 1 } else { 0 };
+                let req = CreateRequest { path: path.to_owned(), data: Some(data), acl: Acl::open(), flags, ttl: None };
+                Write::Create { opcode: 1, req }
+            };
+            let identity = Identity { ids: vec![Id { scheme: "ip".into(), id: "127.0.0.1".into() }], token: None };
+            Op::Write { session, identity, write }
+        }
+        Ask::OpenSession => Op::CreateSession { timeout_ms: 5000, http: false },
+        Ask::ResumeSession(session) => Op::ResumeSession { session },
+        Ask::CloseSession(session) => Op::CloseSession { session },
+        Ask::ExpireSession(session) => Op::ExpireSession { session },
+    };
+    Command { time_ms: now_ms, origin: Some(Origin { node: leader, conn: client, xid: seq as i32 }), op }
+}
+
+/// A create with no session, as the harness makes its fixed nodes.
+fn create(path: &str, data: &[u8]) -> Command {
+    let ask = Ask::Write { path, data: data.to_vec(), overwrite: false, ephemeral: false };
+    command(0, 0, 0, 0, None, ask)
+}
+
+/// The member that leads: of those that think they lead, the one in the
+/// newest term. (Asking any member whom it follows can name a stale
+/// leader: a member removed from the cluster hears from nobody again.)
 fn leader(world: &World) -> Option<(u64, Raft)> {
     let live = world.live.lock();
-    let id = live.values().find_map(|m| m.raft.metrics().borrow_watched().current_leader)?;
-    live.get(&id).map(|m| (id, m.raft.clone()))
+    live.iter()
+        .map(|(id, m)| (id, m, m.raft.metrics().borrow_watched().clone()))
+        .filter(|(_, _, metrics)| metrics.state == ServerState::Leader)
+        .max_by_key(|(_, _, metrics)| metrics.current_term)
+        .map(|(id, m, _)| (*id, m.raft.clone()))
 }
 
 /// What clients did: every write proposed, and those acknowledged, with
-/// the zxid of the change they made.
+/// the zxid of the change they made; the sessions they ended; and what
+/// must never happen.
 #[derive(Default)]
 struct History {
     /// Path -> (mzxid, data) of each acknowledged write.
     acked: BTreeMap<String, Vec<(i64, Vec<u8>)>>,
     /// Path -> the data of each write proposed.
     proposed: BTreeMap<String, BTreeSet<Vec<u8>>>,
+    /// Ephemeral path -> its session.
+    ephemerals: BTreeMap<String, i64>,
+    /// Sessions whose end was proposed (it may have applied)...
+    ending: BTreeSet<i64>,
+    /// ... and those whose end surely applied.
+    ended: BTreeSet<i64>,
+    violations: Vec<String>,
 }
 
+/// One client: a session (opened, resumed through whichever member leads
+/// now, as a ZooKeeper client reconnects, closed or expired now and then),
+/// writes as that session, and now and then a write as a session already
+/// ended, which must be refused.
 async fn client(world: Arc<World>, seed: u64, id: u64, history: Arc<Mutex<History>>) {
     let mut rng = SmallRng::seed_from_u64(seed ^ (id << 32));
     let mut seq = 0u64;
+    // The session, and the member its connection is on.
+    let mut session: Option<(i64, u64)> = None;
     while !world.quiet.load(Ordering::Relaxed) {
         let Some((leader, raft)) = leader(&world) else {
             sleep(Duration::from_millis(50)).await;
             continue;
         };
         seq += 1;
-        let overwrite = rng.random_bool(0.5);
-        let path = if overwrite { format!("/r{}", rng.random_range(0..REGISTERS)) } else { format!("/c{id}-{seq}") };
-        let data = format!("{id}:{seq}").into_bytes();
-        history.lock().proposed.entry(path.clone()).or_default().insert(data.clone());
         let now_ms = world.started.elapsed().as_millis() as i64;
-        let cmd = write(id, seq, leader, now_ms, &path, data.clone(), overwrite);
-        match tokio::time::timeout(Duration::from_secs(3), raft.client_write(cmd)).await {
-            Ok(Ok(r)) => match world.replies.lock().remove(&(id, seq as i32)) {
-                Some(Reply::Write(Ok(WriteResult::Created { stat, .. } | WriteResult::SetData { stat }))) => {
-                    world.note(format!("client {id}: {path} = {id}:{seq} acked at {} by {leader}", r.log_id));
-                    history.lock().acked.entry(path).or_default().push((stat.mzxid, data));
+        let sid = session.map(|(s, _)| s);
+        let old = history.lock().ended.iter().copied().nth(rng.random_range(0..8));
+        let (ask, what) = match session {
+            None => (Ask::OpenSession, "open a session".to_owned()),
+            Some((s, on)) if on != leader => (Ask::ResumeSession(s), format!("resume session {s:x}")),
+            Some((s, _)) if rng.random_bool(0.03) => {
+                history.lock().ending.insert(s);
+                if rng.random_bool(0.5) {
+                    (Ask::CloseSession(s), format!("close session {s:x}"))
+                } else {
+                    (Ask::ExpireSession(s), format!("expire session {s:x}"))
                 }
-                other => world.note(format!("client {id}: {path} applied at {} with {other:?}", r.log_id)),
-            },
-            Ok(Err(e)) => {
-                world.note(format!("client {id}: {path} failed at {leader}: {e}"));
-                // Give the cluster time to elect or to reach the leader.
-                sleep(Duration::from_millis(50)).await;
             }
-            Err(_) => world.note(format!("client {id}: {path} timed out at {leader}")),
+            Some(_) if old.is_some() && rng.random_bool(0.05) => {
+                let s = old.expect("an ended session");
+                let path = format!("/z{id}-{seq}");
+                let ask = Ask::Write { path: &path, data: Vec::new(), overwrite: false, ephemeral: false };
+                let cmd = command(id, seq, leader, now_ms, Some(s), ask);
+                let outcome = tokio::time::timeout(Duration::from_secs(3), raft.client_write(cmd)).await;
+                let reply = world.replies.lock().remove(&(id, seq as i32));
+                world.note(format!("client {id}: write {path} as ended session {s:x}: {reply:?}"));
+                if let (Ok(Ok(_)), Some(Reply::Write(Ok(_)))) = (outcome, reply) {
+                    history.lock().violations.push(format!("{path} written as session {s:x}, which had ended"));
+                }
+                continue;
+            }
+            Some(_) => {
+                let overwrite = rng.random_bool(0.5);
+                let ephemeral = !overwrite && rng.random_bool(0.3);
+                let path = match (overwrite, ephemeral) {
+                    (true, _) => format!("/r{}", rng.random_range(0..REGISTERS)),
+                    (false, true) => format!("/e{id}-{seq}"),
+                    (false, false) => format!("/c{id}-{seq}"),
+                };
+                let data = format!("{id}:{seq}").into_bytes();
+                {
+                    let mut h = history.lock();
+                    h.proposed.entry(path.clone()).or_default().insert(data.clone());
+                    if ephemeral {
+                        h.ephemerals.insert(path.clone(), sid.expect("a session"));
+                    }
+                }
+                let ask = Ask::Write { path: &path, data: data.clone(), overwrite, ephemeral };
+                let cmd = command(id, seq, leader, now_ms, sid, ask);
+                match tokio::time::timeout(Duration::from_secs(3), raft.client_write(cmd)).await {
+                    Ok(Ok(r)) => match world.replies.lock().remove(&(id, seq as i32)) {
+                        Some(Reply::Write(Ok(WriteResult::Created { stat, .. } | WriteResult::SetData { stat }))) => {
+                            world.note(format!("client {id}: {path} = {id}:{seq} acked at {} by {leader}", r.log_id));
+                            history.lock().acked.entry(path).or_default().push((stat.mzxid, data));
+                        }
+                        Some(Reply::Write(Err(ErrorCode::SessionExpired))) => {
+                            world.note(format!("client {id}: {path} refused: session expired"));
+                            let s = sid.expect("a session");
+                            if !history.lock().ending.contains(&s) {
+                                history.lock().violations.push(format!("session {s:x} expired; nobody ended it"));
+                            }
+                            session = None;
+                        }
+                        Some(Reply::Write(Err(ErrorCode::SessionMoved))) => {
+                            // A resume whose answer was lost moved it: resume again.
+                            world.note(format!("client {id}: {path} refused: session moved"));
+                            session = session.map(|(s, _)| (s, 0));
+                        }
+                        other => world.note(format!("client {id}: {path} applied at {} with {other:?}", r.log_id)),
+                    },
+                    Ok(Err(e)) => {
+                        world.note(format!("client {id}: {path} failed at {leader}: {e}"));
+                        // Give the cluster time to elect or to reach the leader.
+                        sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(_) => world.note(format!("client {id}: {path} timed out at {leader}")),
+                }
+                sleep(Duration::from_millis(rng.random_range(0..20))).await;
+                continue;
+            }
+        };
+        let ending = matches!(ask, Ask::CloseSession(_) | Ask::ExpireSession(_));
+        let cmd = command(id, seq, leader, now_ms, None, ask);
+        let outcome = tokio::time::timeout(Duration::from_secs(3), raft.client_write(cmd)).await;
+        let reply = world.replies.lock().remove(&(id, seq as i32));
+        world.note(format!("client {id}: {what} through {leader}: {reply:?}"));
+        match (outcome, reply) {
+            (Ok(Ok(_)), Some(Reply::Connected { session: s, .. })) => session = Some((s, leader)),
+            (Ok(Ok(_)), Some(Reply::ConnectRefused)) => {
+                let s = sid.expect("resumed a session");
+                if !history.lock().ending.contains(&s) {
+                    history.lock().violations.push(format!("session {s:x} vanished; nobody ended it"));
+                }
+                session = None;
+            }
+            (Ok(Ok(_)), _) if ending => {
+                history.lock().ended.insert(sid.expect("ended a session"));
+                session = None;
+            }
+            (Ok(Err(_)), _) => sleep(Duration::from_millis(50)).await,
+            // Unknown: if it ended, the next resume says so.
+            _ => {}
         }
-        sleep(Duration::from_millis(rng.random_range(0..20))).await;
     }
 }
 
@@ -575,8 +698,7 @@ async fn simulate(seed: u64, secs: u64) -> Vec<String> {
     world.note(format!("cluster initialized after {init:?}"));
     for r in 0..REGISTERS {
         let path = format!("/r{r}");
-        let create = |leader| write(0, 0, leader, 0, &path, b"initial".to_vec(), false);
-        while !matches!(leader(&world), Some((id, raft)) if raft.client_write(create(id)).await.is_ok()) {
+        while !matches!(leader(&world), Some((_, raft)) if raft.client_write(create(&path, b"initial")).await.is_ok()) {
             sleep(Duration::from_millis(50)).await;
         }
     }
@@ -628,11 +750,8 @@ async fn check(world: &Arc<World>, history: &History) {
                     world.note(format!("membership change failed: {e}"));
                 }
             } else if barrier.is_none()
-                && let Ok(Ok(r)) = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    raft.client_write(write(0, 0, 0, 0, "/barrier", Vec::new(), false)),
-                )
-                .await
+                && let Ok(Ok(r)) =
+                    tokio::time::timeout(Duration::from_secs(1), raft.client_write(create("/barrier", b""))).await
             {
                 barrier = Some(r.log_id);
             }
@@ -675,6 +794,10 @@ async fn check(world: &Arc<World>, history: &History) {
         // it, and none older than the newest acknowledged one.
         for (path, acked) in &history.acked {
             let Some(node) = view.node(path).expect("read") else {
+                // An ephemeral goes with its session.
+                if history.ephemerals.get(path).is_some_and(|s| history.ending.contains(s)) {
+                    continue;
+                }
                 fail(format!("member {id} lost {path}, acknowledged {} times", acked.len()))
             };
             let (newest, data) = acked.iter().max_by_key(|(zxid, _)| *zxid).expect("acknowledged once");
@@ -694,7 +817,18 @@ async fn check(world: &Arc<World>, history: &History) {
             if child == "zookeeper" || path == "/barrier" {
                 continue;
             }
+            if path.starts_with("/z") {
+                fail(format!("member {id} holds {path}, written as a session that had ended"));
+            }
             let node = view.node(&path).expect("read").expect("a listed child exists");
+            if let Some(s) = node.session_owner() {
+                if history.ended.contains(&s) {
+                    fail(format!("member {id} holds {path}, an ephemeral of session {s:x}, which ended"));
+                }
+                if history.ephemerals.get(&path) != Some(&s) {
+                    fail(format!("member {id} holds {path} as an ephemeral of session {s:x}, which did not create it"));
+                }
+            }
             let data = node.data.unwrap_or_default();
             let written = history.proposed.get(&path).is_some_and(|d| d.contains(&data));
             if !written && !(path.starts_with("/r") && data == b"initial") {
@@ -704,6 +838,9 @@ async fn check(world: &Arc<World>, history: &History) {
     }
     if digests.len() != 1 {
         fail(format!("members diverged: digests {digests:?}"));
+    }
+    if !history.violations.is_empty() {
+        fail(format!("clients saw what must not happen:\n{}", history.violations.join("\n")));
     }
     let acked: usize = history.acked.values().map(Vec::len).sum();
     world.note(format!("{acked} acknowledged writes kept on all {} members", members.len()));
@@ -730,7 +867,8 @@ fn summary(seed: u64, trace: &[String]) -> String {
     let torn = "keeping some unsynced writes";
     format!(
         "seed {seed}: {} writes acknowledged and kept; {} crashes ({} torn), {} fsync failures, {} power cuts \
-         mid-write, {} restarts after a storage error ({} torn), {} partitions, {} loss changes, {} members demoted or removed, {} snapshots sent",
+         mid-write, {} restarts after a storage error ({} torn), {} partitions, {} loss changes, {} members demoted or removed, {} snapshots sent; sessions: {} opened, \
+         {} resumed on another member, {} closed or expired, {} writes as an ended session refused",
         count(&[" acked at "]),
         count(&["crash member"]),
         count(&["crash member", torn]),
@@ -742,6 +880,10 @@ fn summary(seed: u64, trace: &[String]) -> String {
         count(&["links lose"]),
         count(&["demote member"]) + count(&["remove member"]),
         count(&["a snapshot ("]),
+        count(&["open a session", "Connected"]),
+        count(&["resume session", "Connected"]),
+        count(&["close session", "Closed"]) + count(&["expire session", "Some(None)"]),
+        count(&["as ended session", "SessionExpired"]),
     )
 }
 
