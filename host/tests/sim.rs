@@ -1,37 +1,34 @@
-//! Deterministic simulation of Corral's replication core.
+//! Deterministic simulation of Corral's replicated core.
 //!
 //! Five members run the real openraft, Raft log ([`LogStore`]), state
 //! machine ([`StateMachine`] over [`StateDb`]) and snapshot code, all on one
 //! current-thread tokio runtime whose clock is paused:
 //! - no work runs on a thread the simulation does not schedule (storage
-//!   work runs in place on such a runtime: `corral::raft::blocking`);
+//!   work runs in place on such a runtime: `corral::raft::runtime`);
 //! - time moves only when every task waits, so timers fire in the same
 //!   order every run;
 //! - openraft's randomness (election timeouts) comes from the seed
-//!   ([`seed_thread_rng`]), and so do the network's and the nemesis'.
+//!   ([`seed_thread_rng`]), and so do the network's, the clients' and the
+//!   nemesis'.
 //!
-//! The membership changes too: a member stops voting (kept as a learner,
-//! or removed) and comes back step by step.
+//! The nemesis delays and loses messages (links are simulated at the RPC
+//! level), partitions members, crashes and restarts them, fails fsyncs,
+//! cuts a disk's power in the middle of its writes (most often inside a
+//! redb commit), and changes the membership. Disks are [`CrashDisk`]s: a
+//! restarted member finds what it had synced and, half the time, some of
+//! the writes since, as pages the OS wrote back on its own.
 //!
-//! Links are simulated at the RPC level: each request and each answer is
-//! delayed, lost, or cut by a partition, as the seed decides. Disks are
-//! [`CrashDisk`]s: a crash leaves a member what it had synced, and half the
-//! time some of the writes since, as pages the OS wrote back on its own;
-//! a member that stops on an injected fsync error, or on a power cut in
-//! the middle of its writes (most often inside a redb commit), restarts
-//! the same way.
+//! Clients hold sessions (opened, resumed through a new leader, closed or
+//! expired), create paths of their own (some ephemeral), overwrite four
+//! shared registers, and try writes as sessions that ended. When the
+//! faults stop, every member restarts and catches up, and [`check`] runs
+//! on every member: no acknowledged write lost or overwritten by an older
+//! one, nothing no client wrote, no orphan ephemeral, no write from an
+//! ended session, and equal digests that match the records.
 //!
-//! Clients write through the member that leads: creates of
-//! paths of their own, and overwrites of four shared registers. When the
-//! faults stop, every member restarts and catches up, and the checks run
-//! on every member: each path holds a value some client wrote and no older
-//! than the newest acknowledged write to it (nothing acknowledged is lost
-//! or overwritten by an older write), and all digests are equal and match
-//! the records they summarize.
-//!
-//! A run is a pure function of its seed: its trace (faults, proposals,
-//! outcomes, final digests) is the same event for event. A failing seed
-//! reproduces with
+//! A run is a pure function of its seed: its trace (each message's fate,
+//! faults, proposals, outcomes, final digests) is the same event for
+//! event. A failing seed reproduces with
 //! `SIM_SEEDS=<seed> cargo test -p corral --test sim seeds -- --nocapture`;
 //! `SIM_SEEDS=1-200 SIM_SECS=60` sweeps by hand; `SIM_TRACE=1` writes each
 //! seed's trace to `/tmp/corral-sim-<seed>.trace` (a failing seed's is
@@ -503,17 +500,28 @@ async fn client(world: Arc<World>, seed: u64, id: u64, history: Arc<Mutex<Histor
     }
 }
 
+/// Whether a member's Raft core has stopped, as `Node::failed` tells: a
+/// fatal error in its metrics, or its metrics channel closed (a panic).
+fn core_stopped(raft: &Raft) -> bool {
+    use futures::FutureExt;
+    let mut metrics = raft.metrics();
+    if metrics.borrow_watched().running_state.is_err() {
+        return true;
+    }
+    loop {
+        match metrics.changed().now_or_never() {
+            Some(Ok(())) => continue,
+            Some(Err(_)) => return true,
+            None => return false,
+        }
+    }
+}
+
 /// Restarts each member that stopped on an error (a failed fsync, a power
 /// cut) from what it synced and, half the time, some of the writes since,
 /// as the server re-executes itself (or the machine comes back).
 async fn restart_failed(world: &Arc<World>) {
-    let failed: Vec<u64> = world
-        .live
-        .lock()
-        .iter()
-        .filter(|(_, m)| m.raft.metrics().borrow_watched().running_state.is_err())
-        .map(|(id, _)| *id)
-        .collect();
+    let failed: Vec<u64> = world.live.lock().iter().filter(|(_, m)| core_stopped(&m.raft)).map(|(id, _)| *id).collect();
     for id in failed {
         let mut pages = SmallRng::seed_from_u64(world.rng.lock().random());
         let torn = pages.random_bool(0.5);
@@ -537,8 +545,13 @@ fn membership(raft: &Raft) -> (BTreeSet<u64>, BTreeSet<u64>) {
 /// otherwise one member on its way back goes one step further (added as
 /// a learner, or promoted to voter).
 async fn reconfigure(world: Arc<World>, pick: u64, keep_as_learner: bool) {
-    let Some((_, raft)) = leader(&world) else { return };
+    let Some((id, raft)) = leader(&world) else { return };
     let (voters, members) = membership(&raft);
+    if !voters.contains(&id) {
+        // As `server::peers::change_members` refuses: a leader that left
+        // the voters is stepping down.
+        return;
+    }
     let change = async {
         if voters.len() as u64 == MEMBERS {
             let what = if keep_as_learner { "demote" } else { "remove" };
@@ -741,10 +754,10 @@ async fn check(world: &Arc<World>, history: &History) {
     let members = loop {
         restart_failed(world).await;
         let members: Vec<(u64, Member)> = world.live.lock().iter().map(|(id, m)| (*id, m.clone())).collect();
-        if let Some((_, raft)) = leader(world) {
+        if let Some((leader_id, raft)) = leader(world) {
             let (voters, known) = membership(&raft);
             let all_vote = voters.len() as u64 == MEMBERS;
-            if !all_vote {
+            if !all_vote && voters.contains(&leader_id) {
                 let step = tokio::time::timeout(Duration::from_secs(3), readmit(world, &raft, &voters, &known));
                 if let Ok(Err(e)) = step.await {
                     world.note(format!("membership change failed: {e}"));
