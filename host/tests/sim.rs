@@ -55,9 +55,9 @@ use corral::proto::error::ErrorCode;
 use corral::proto::request::CreateRequest;
 use corral::raft::log_store::LogStore;
 use corral::raft::state_machine::StateMachine;
-use corral::raft::{NodeInfo, Raft, TypeConfig, seed_thread_rng};
+use corral::raft::{NodeInfo, Raft, TypeConfig, membership_change_refused, seed_thread_rng};
 use openraft::alias::{SnapshotOf, VoteOf};
-use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::error::{Fatal, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
 use openraft::rt::WatchReceiver;
@@ -91,6 +91,8 @@ struct World {
     next_file: AtomicU64,
     /// Set when the faults and the clients stop.
     quiet: AtomicBool,
+    /// What must never happen, seen by the harness (a panicked core).
+    violations: Mutex<Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -500,29 +502,36 @@ async fn client(world: Arc<World>, seed: u64, id: u64, history: Arc<Mutex<Histor
     }
 }
 
-/// Whether a member's Raft core has stopped, as `Node::failed` tells: a
-/// fatal error in its metrics, or its metrics channel closed (a panic).
-fn core_stopped(raft: &Raft) -> bool {
+/// Why a member's Raft core has stopped, if it has, as `Node::failed`
+/// tells: a fatal error in its metrics, or its metrics channel closed
+/// (the core panicked).
+fn core_stopped(raft: &Raft) -> Option<Fatal<TypeConfig>> {
     use futures::FutureExt;
     let mut metrics = raft.metrics();
-    if metrics.borrow_watched().running_state.is_err() {
-        return true;
+    if let Err(fatal) = &metrics.borrow_watched().running_state {
+        return Some(fatal.clone());
     }
     loop {
         match metrics.changed().now_or_never() {
             Some(Ok(())) => continue,
-            Some(Err(_)) => return true,
-            None => return false,
+            Some(Err(_)) => return Some(Fatal::Panicked),
+            None => return None,
         }
     }
 }
 
 /// Restarts each member that stopped on an error (a failed fsync, a power
 /// cut) from what it synced and, half the time, some of the writes since,
-/// as the server re-executes itself (or the machine comes back).
+/// as the server re-executes itself (or the machine comes back). The
+/// faults are all storage errors: a core stopped by anything else (a
+/// panic) is a violation.
 async fn restart_failed(world: &Arc<World>) {
-    let failed: Vec<u64> = world.live.lock().iter().filter(|(_, m)| core_stopped(&m.raft)).map(|(id, _)| *id).collect();
-    for id in failed {
+    let failed: Vec<(u64, Fatal<TypeConfig>)> =
+        world.live.lock().iter().filter_map(|(id, m)| Some((*id, core_stopped(&m.raft)?))).collect();
+    for (id, why) in failed {
+        if !matches!(why, Fatal::StorageError(_)) {
+            world.violations.lock().push(format!("member {id}'s Raft core stopped: {why}"));
+        }
         let mut pages = SmallRng::seed_from_u64(world.rng.lock().random());
         let torn = pages.random_bool(0.5);
         let how = if torn { ", keeping some unsynced writes" } else { "" };
@@ -547,9 +556,8 @@ fn membership(raft: &Raft) -> (BTreeSet<u64>, BTreeSet<u64>) {
 async fn reconfigure(world: Arc<World>, pick: u64, keep_as_learner: bool) {
     let Some((id, raft)) = leader(&world) else { return };
     let (voters, members) = membership(&raft);
-    if !voters.contains(&id) {
-        // As `server::peers::change_members` refuses: a leader that left
-        // the voters is stepping down.
+    if let Some(why) = membership_change_refused(&raft, id).await {
+        world.note(format!("membership change refused: {why}"));
         return;
     }
     let change = async {
@@ -684,6 +692,7 @@ async fn simulate(seed: u64, secs: u64) -> Vec<String> {
         scratch: tempfile::tempdir().expect("temp dir"),
         next_file: AtomicU64::new(0),
         quiet: AtomicBool::new(false),
+        violations: Mutex::new(Vec::new()),
     });
     for id in 1..=MEMBERS {
         start(&world, id, Disks { log: CrashDisk::default(), state: CrashDisk::default() }).await;
@@ -757,10 +766,14 @@ async fn check(world: &Arc<World>, history: &History) {
         if let Some((leader_id, raft)) = leader(world) {
             let (voters, known) = membership(&raft);
             let all_vote = voters.len() as u64 == MEMBERS;
-            if !all_vote && voters.contains(&leader_id) {
-                let step = tokio::time::timeout(Duration::from_secs(3), readmit(world, &raft, &voters, &known));
-                if let Ok(Err(e)) = step.await {
-                    world.note(format!("membership change failed: {e}"));
+            if !all_vote {
+                if let Some(why) = membership_change_refused(&raft, leader_id).await {
+                    world.note(format!("membership change refused: {why}"));
+                } else {
+                    let step = tokio::time::timeout(Duration::from_secs(3), readmit(world, &raft, &voters, &known));
+                    if let Ok(Err(e)) = step.await {
+                        world.note(format!("membership change failed: {e}"));
+                    }
                 }
             } else if barrier.is_none()
                 && let Ok(Ok(r)) =
@@ -852,8 +865,9 @@ async fn check(world: &Arc<World>, history: &History) {
     if digests.len() != 1 {
         fail(format!("members diverged: digests {digests:?}"));
     }
-    if !history.violations.is_empty() {
-        fail(format!("clients saw what must not happen:\n{}", history.violations.join("\n")));
+    let seen: Vec<String> = world.violations.lock().iter().chain(&history.violations).cloned().collect();
+    if !seen.is_empty() {
+        fail(format!("what must not happen happened:\n{}", seen.join("\n")));
     }
     let acked: usize = history.acked.values().map(Vec::len).sum();
     world.note(format!("{acked} acknowledged writes kept on all {} members", members.len()));

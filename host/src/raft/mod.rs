@@ -40,3 +40,32 @@ openraft::declare_raft_types!(
 
 /// The Raft handle.
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
+
+/// Why member `me`, leading, must not take a membership change now, if
+/// so; it then hands the leadership to a voter, so that asking again
+/// succeeds.
+///
+/// openraft lets a member that stopped voting lead on: for a while after
+/// it removed itself, and for good after it demoted itself to a learner.
+/// Asked for another change then, openraft 0.10.0-alpha.37 appends it and
+/// its core panics on its own leader-only assertion (a release build goes
+/// on with a non-voter changing the membership). Found by the
+/// deterministic simulation (`host/tests/sim.rs`), which asks through
+/// this too.
+pub async fn membership_change_refused(raft: &Raft, me: u64) -> Option<String> {
+    use openraft::rt::WatchReceiver;
+    let metrics = raft.metrics().borrow_watched().clone();
+    let membership = metrics.membership_config.membership();
+    if membership.voter_ids().any(|id| id == me) {
+        return None;
+    }
+    // The voter furthest along, so that it can win at once.
+    let matched = |id: &u64| metrics.replication.as_ref().and_then(|r| r.get(id).cloned().flatten());
+    let Some(to) = membership.voter_ids().max_by_key(|id| (matched(id), std::cmp::Reverse(*id))) else {
+        return Some("this member is not a voter, and no member votes".into());
+    };
+    if let Err(e) = raft.trigger().transfer_leader(to).await {
+        tracing::warn!("handing the leadership to member {to}: {e}");
+    }
+    Some(format!("this member no longer votes and hands the leadership to member {to}; ask again"))
+}

@@ -346,12 +346,8 @@ pub async fn change_members(s: &Shared, op: MemberOp) -> Result<u64, String> {
     let membership = m.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let known = |id: u64| membership.get_node(&id).is_some();
-    // A leader that took itself out of the voters leads on only until the
-    // change commits and it steps down. Asked for another change then,
-    // openraft 0.10.0-alpha.37 appends it anyway, tripping its own
-    // leader-only assertion (found by the deterministic simulation).
-    if !voters.contains(&s.node) {
-        return Err("this member has left the voters and is stepping down; ask the next leader".into());
+    if let Some(why) = crate::raft::membership_change_refused(&s.raft, s.node).await {
+        return Err(why);
     }
     let r = match op {
         MemberOp::AddLearner { id, raft_addr } => {
