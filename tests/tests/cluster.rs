@@ -608,3 +608,35 @@ fn members_talk_mutual_tls_and_each_must_be_the_member_its_certificate_names() {
     // The two others go on: a write commits on them.
     assert_eq!(raw.call(1, 1, Jute::default().str("/without-3").buf(Some(b"x")).open_acl().int(0)).err, 0);
 }
+
+/// openraft lets a leader demoted to a learner lead on for good, and a
+/// membership change asked of it then panicked its core (found by the
+/// deterministic simulation). A leader that reconfig makes an observer
+/// steps down, a voter takes over, and the next change goes through.
+#[test]
+fn a_leader_demoted_by_reconfig_steps_down_and_a_voter_takes_over() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let superuser = ("superuser_digest", "\"super:D/InIHSb7yEEbrWz8b9l71RjZJU=\"");
+    let mut c = Cluster::start(dir.path(), 3, &[superuser, ("reconfig_enabled", "true")], false);
+    let leader = c.leader();
+    let id = leader + 1;
+    let config = zk_config(c.nodes[0].client);
+    let version = i64::from_str_radix(config.lines().last().unwrap().strip_prefix("version=").unwrap(), 16).unwrap();
+    let mut admin = Raw::connect(c.nodes[leader].client, 5000);
+    assert_eq!(admin.call(-4, 100, Jute::default().int(0).str("digest").buf(Some(b"super:test"))).err, 0);
+    let joining = format!("server.{id}=127.0.0.1:{0}:{0}:observer", c.nodes[leader].raft.port());
+    let f = admin.call(9, 16, Jute::default().str(&joining).buf(None).buf(None).long(version));
+    assert_eq!(f.err, 0, "reconfig making the leader an observer");
+
+    assert!(eventually(Duration::from_secs(10), || c.leader() != leader), "member {id} still leads as a learner");
+    let new_leader = c.leader();
+    let v = c.view(new_leader).unwrap();
+    let me = v["members"].as_array().unwrap().iter().find(|m| m["id"] == id as u64).unwrap().clone();
+    assert_eq!(me["role"], "learner");
+    let out = corral_cli(&c.nodes[new_leader], &["--json", "cluster", "promote", &id.to_string()]);
+    assert!(out.status.success(), "promote: {}", String::from_utf8_lossy(&out.stderr));
+    let mut raw = Raw::connect(c.nodes[new_leader].client, 5000);
+    assert_eq!(raw.call(1, 1, Jute::default().str("/after").buf(Some(b"x")).open_acl().int(0)).err, 0);
+    c.converged();
+}

@@ -257,6 +257,14 @@ impl LogStore {
     }
 }
 
+/// A dropped handle wakes a writer task, so that once the last one is gone
+/// it sees the queue closed and ends (a writer thread sees it by itself).
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        self.shared.queued.notify_one();
+    }
+}
+
 /// At most this many purged entries are deleted in one write batch. A purge
 /// behind a snapshot covers ~100,000 entries, and deleting them in the
 /// transaction that also appends held every append behind it for 100-180

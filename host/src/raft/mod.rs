@@ -42,8 +42,8 @@ openraft::declare_raft_types!(
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 
 /// Why member `me`, leading, must not take a membership change now, if
-/// so; it then hands the leadership to a voter, so that asking again
-/// succeeds.
+/// so; it then steps down, so that a voter is elected and asking again
+/// there succeeds.
 ///
 /// openraft lets a member that stopped voting lead on: for a while after
 /// it removed itself, and for good after it demoted itself to a learner.
@@ -59,13 +59,15 @@ pub async fn membership_change_refused(raft: &Raft, me: u64) -> Option<String> {
     if membership.voter_ids().any(|id| id == me) {
         return None;
     }
-    // The voter furthest along, so that it can win at once.
+    // Named as the successor: the voter furthest along. The transport
+    // carries no transfer request, so the leader only stops leading and
+    // the voters elect one of them after an election timeout.
     let matched = |id: &u64| metrics.replication.as_ref().and_then(|r| r.get(id).cloned().flatten());
     let Some(to) = membership.voter_ids().max_by_key(|id| (matched(id), std::cmp::Reverse(*id))) else {
         return Some("this member is not a voter, and no member votes".into());
     };
     if let Err(e) = raft.trigger().transfer_leader(to).await {
-        tracing::warn!("handing the leadership to member {to}: {e}");
+        tracing::warn!("stepping down for member {to}: {e}");
     }
-    Some(format!("this member no longer votes and hands the leadership to member {to}; ask again"))
+    Some("this member no longer votes and steps down; ask the next leader".into())
 }

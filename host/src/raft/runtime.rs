@@ -239,6 +239,12 @@ impl<T: OptionalSend + OptionalSync> WatchReceiver<Watch, T> for Receiver<T> {
                 return Ok(());
             }
             if self.channel.senders.load(Ordering::Acquire) == 0 {
+                // A last send may have landed between the two loads.
+                let version = self.channel.version.load(Ordering::Acquire);
+                if version != self.seen {
+                    self.seen = version;
+                    return Ok(());
+                }
                 return Err(RecvError(()));
             }
             notified.await;

@@ -349,6 +349,10 @@ pub async fn change_members(s: &Shared, op: MemberOp) -> Result<u64, String> {
     if let Some(why) = crate::raft::membership_change_refused(&s.raft, s.node).await {
         return Err(why);
     }
+    let op_target = match &op {
+        MemberOp::Demote { id } | MemberOp::Remove { id } => Some(*id),
+        MemberOp::AddLearner { .. } | MemberOp::Promote { .. } => None,
+    };
     let r = match op {
         MemberOp::AddLearner { id, raft_addr } => {
             if known(id) {
@@ -384,7 +388,13 @@ pub async fn change_members(s: &Shared, op: MemberOp) -> Result<u64, String> {
             }
         }
     };
-    r.map(|resp| resp.log_id.index()).map_err(|e| e.to_string())
+    let index = r.map(|resp| resp.log_id.index()).map_err(|e| e.to_string())?;
+    // A leader that took itself out of the voters steps down now rather
+    // than at the next membership change (which it would refuse).
+    if matches!(op_target, Some(id) if id == s.node) {
+        let _ = crate::raft::membership_change_refused(&s.raft, s.node).await;
+    }
+    Ok(index)
 }
 
 /// Turns ZooKeeper `reconfig` arguments into membership changes, given the
