@@ -6,6 +6,8 @@
 //! only what was synced or also some of what was not, reopens at an applied
 //! index whose state is exactly the log's up to there.
 
+// Each test binary uses its part of the crash disk.
+#[allow(dead_code)]
 mod common;
 
 use std::sync::Arc;
