@@ -658,11 +658,14 @@ impl Conn {
             return Err(ErrorCode::BadVersion);
         }
         let current = meta.members.iter().map(|(id, m)| (*id, (m.raft_addr.clone(), m.voter))).collect();
-        let ops = super::peers::plan_reconfig(&current, joining.as_deref(), leaving.as_deref(), new_members.as_deref())
-            .map_err(|e| {
-                tracing::info!(conn = self.id, "reconfig refused: {e}");
-                ErrorCode::BadArguments
-            })?;
+        let mut ops =
+            super::peers::plan_reconfig(&current, joining.as_deref(), leaving.as_deref(), new_members.as_deref())
+                .map_err(|e| {
+                    tracing::info!(conn = self.id, "reconfig refused: {e}");
+                    ErrorCode::BadArguments
+                })?;
+        let leader = self.shared.raft.current_leader().await;
+        super::peers::leader_changes_last(&mut ops, leader);
         let mut index = 0;
         for op in ops {
             tracing::info!(conn = self.id, ?op, "reconfig");

@@ -464,6 +464,13 @@ pub fn plan_reconfig(
     Ok(ops)
 }
 
+/// Moves the changes that take `leader` out of the voters to the end,
+/// keeping the order of the rest: the leader steps down after such a
+/// change, and a change after it would wait for the next election.
+pub fn leader_changes_last(ops: &mut [MemberOp], leader: Option<u64>) {
+    ops.sort_by_key(|op| matches!(op, MemberOp::Demote { id } | MemberOp::Remove { id } if Some(*id) == leader));
+}
+
 /// Parses `server.<id>=<host>:<port>[:<port>][:<role>][;<client>]` into
 /// (id, Raft address, votes).
 fn parse_server(spec: &str) -> Result<(u64, String, bool), String> {
@@ -613,6 +620,25 @@ mod tests {
         assert_eq!(observer, vec![MemberOp::AddLearner { id: 5, raft_addr: "h:1".into() }]);
         let demote = plan_reconfig(&three(), Some("server.3=127.0.0.1:2890:2890:observer"), None, None).unwrap();
         assert_eq!(demote, vec![MemberOp::Demote { id: 3 }]);
+    }
+
+    #[test]
+    fn a_change_to_the_leader_itself_goes_last() {
+        let mut ops =
+            plan_reconfig(&three(), Some("server.4=127.0.0.1:2891:2891:participant"), Some("1,3"), None).unwrap();
+        leader_changes_last(&mut ops, Some(1));
+        assert_eq!(
+            ops,
+            vec![
+                MemberOp::AddLearner { id: 4, raft_addr: "127.0.0.1:2891".into() },
+                MemberOp::Promote { id: 4 },
+                MemberOp::Remove { id: 3 },
+                MemberOp::Remove { id: 1 },
+            ]
+        );
+        let mut same = ops.clone();
+        leader_changes_last(&mut same, None);
+        assert_eq!(same, ops, "no leader known: the order stays");
     }
 
     #[test]
