@@ -55,7 +55,7 @@ use corral::proto::error::ErrorCode;
 use corral::proto::request::CreateRequest;
 use corral::raft::log_store::LogStore;
 use corral::raft::state_machine::StateMachine;
-use corral::raft::{NodeInfo, Raft, TypeConfig, membership_change_refused, seed_thread_rng};
+use corral::raft::{NodeInfo, Raft, TypeConfig, seed_thread_rng, step_down_unless_voter};
 use openraft::alias::{SnapshotOf, VoteOf};
 use openraft::error::{Fatal, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
@@ -296,10 +296,14 @@ async fn start(world: &Arc<World>, id: u64, disks: Disks) -> Member {
     member
 }
 
-/// Pulls the plug on member `id`: its disks keep what was synced, and of
-/// the writes since, those `keep` picks (pages the OS wrote back on its
-/// own before the power went).
-async fn crash(world: &World, id: u64, mut keep: impl FnMut() -> bool) -> Option<Disks> {
+/// How a crash's note ends when it keeps some unsynced writes.
+const TORN: &str = ", keeping some unsynced writes";
+
+/// Pulls the plug on member `id`: its disks keep what was synced and, if
+/// `torn` is given, a random half of the writes since, as it picks (pages
+/// the OS wrote back on its own before the power went).
+async fn crash(world: &World, id: u64, mut torn: Option<SmallRng>) -> Option<Disks> {
+    let mut keep = || torn.as_mut().is_some_and(|pages| pages.random_bool(0.5));
     let member = world.live.lock().remove(&id)?;
     let disks = Disks { log: member.disks.log.crash(&mut keep), state: member.disks.state.crash(&mut keep) };
     let _ = member.raft.shutdown().await;
@@ -534,9 +538,8 @@ async fn restart_failed(world: &Arc<World>) {
         }
         let mut pages = SmallRng::seed_from_u64(world.rng.lock().random());
         let torn = pages.random_bool(0.5);
-        let how = if torn { ", keeping some unsynced writes" } else { "" };
-        world.note(format!("member {id} stopped on an error: restarting it{how}"));
-        if let Some(disks) = crash(world, id, || torn && pages.random_bool(0.5)).await {
+        world.note(format!("member {id} stopped on an error: restarting it{}", if torn { TORN } else { "" }));
+        if let Some(disks) = crash(world, id, torn.then_some(pages)).await {
             start(world, id, disks).await;
         }
     }
@@ -556,7 +559,7 @@ fn membership(raft: &Raft) -> (BTreeSet<u64>, BTreeSet<u64>) {
 async fn reconfigure(world: Arc<World>, pick: u64, keep_as_learner: bool) {
     let Some((id, raft)) = leader(&world) else { return };
     let (voters, members) = membership(&raft);
-    if let Some(why) = membership_change_refused(&raft, id).await {
+    if let Some(why) = step_down_unless_voter(&raft, id).await {
         world.note(format!("membership change refused: {why}"));
         return;
     }
@@ -607,9 +610,9 @@ async fn nemesis(world: Arc<World>, seed: u64, until: Duration) -> BTreeMap<u64,
             0 if live.len() > 2 => {
                 let id = pick(&mut rng, &live);
                 let torn = rng.random_bool(0.5);
-                world.note(format!("crash member {id}{}", if torn { ", keeping some unsynced writes" } else { "" }));
-                let mut pages = SmallRng::seed_from_u64(rng.random());
-                if let Some(disks) = crash(&world, id, || torn && pages.random_bool(0.5)).await {
+                world.note(format!("crash member {id}{}", if torn { TORN } else { "" }));
+                let pages = SmallRng::seed_from_u64(rng.random());
+                if let Some(disks) = crash(&world, id, torn.then_some(pages)).await {
                     down.insert(id, disks);
                 }
             }
@@ -769,7 +772,7 @@ async fn check(world: &Arc<World>, history: &History) {
             let (voters, known) = membership(&raft);
             let all_vote = voters.len() as u64 == MEMBERS;
             if !all_vote {
-                if let Some(why) = membership_change_refused(&raft, leader_id).await {
+                if let Some(why) = step_down_unless_voter(&raft, leader_id).await {
                     world.note(format!("membership change refused: {why}"));
                 } else {
                     let step = tokio::time::timeout(Duration::from_secs(3), readmit(world, &raft, &voters, &known));
@@ -896,7 +899,7 @@ fn secs() -> u64 {
 /// One line per seed: what was acknowledged, and which faults ran.
 fn summary(seed: u64, trace: &[String]) -> String {
     let count = |what: &[&str]| trace.iter().filter(|l| what.iter().all(|w| l.contains(w))).count();
-    let torn = "keeping some unsynced writes";
+    let torn = TORN.trim_start_matches(", ");
     format!(
         "seed {seed}: {} writes acknowledged and kept; {} crashes ({} torn), {} fsync failures, {} power cuts \
          mid-write, {} restarts after a storage error ({} torn), {} partitions, {} loss changes, {} members demoted or removed, {} snapshots sent; sessions: {} opened, \

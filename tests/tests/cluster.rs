@@ -229,6 +229,21 @@ fn zk_config(server: SocketAddr) -> String {
     String::from_utf8(f.body[4..4 + n].to_vec()).unwrap()
 }
 
+/// The version a `/zookeeper/config` text ends with.
+fn config_version(config: &str) -> i64 {
+    i64::from_str_radix(config.lines().last().unwrap().strip_prefix("version=").unwrap(), 16).unwrap()
+}
+
+/// Settings of members that take ZooKeeper's reconfig from the superuser
+/// (password `test`, see [`as_superuser`]).
+const RECONFIG: [(&str, &str); 2] =
+    [("superuser_digest", "\"super:D/InIHSb7yEEbrWz8b9l71RjZJU=\""), ("reconfig_enabled", "true")];
+
+/// Authenticates `raw` as the superuser of [`RECONFIG`] members.
+fn as_superuser(raw: &mut Raw) {
+    assert_eq!(raw.call(-4, 100, Jute::default().int(0).str("digest").buf(Some(b"super:test"))).err, 0);
+}
+
 fn corral_cli(c: &Corral, args: &[&str]) -> std::process::Output {
     std::process::Command::new(corral_tests::binary())
         .args(["--api", &c.api(), "--token", TOKEN])
@@ -241,8 +256,7 @@ fn corral_cli(c: &Corral, args: &[&str]) -> std::process::Output {
 fn members_are_added_promoted_and_removed_through_the_api_the_cli_and_reconfig() {
     let _s = serial();
     let dir = tempfile::tempdir().unwrap();
-    let superuser = ("superuser_digest", "\"super:D/InIHSb7yEEbrWz8b9l71RjZJU=\"");
-    let mut c = Cluster::start(dir.path(), 3, &[superuser, ("reconfig_enabled", "true")], false);
+    let mut c = Cluster::start(dir.path(), 3, &RECONFIG, false);
     let mut raw = Raw::connect(c.nodes[0].client, 5000);
     let f = raw.call(1, 1, Jute::default().str("/before").buf(Some(b"x")).open_acl().int(0));
     assert_eq!(f.err, 0);
@@ -262,7 +276,7 @@ fn members_are_added_promoted_and_removed_through_the_api_the_cli_and_reconfig()
     );
 
     // A fourth node starts empty and waits to be added.
-    let mut four = Corral::configure(&dir.path().join("node-4"), &[superuser, ("reconfig_enabled", "true")]);
+    let mut four = Corral::configure(&dir.path().join("node-4"), &RECONFIG);
     for (k, v) in [("node_id", "4"), ("join", "true"), ("cluster_secret", corral_tests::cluster::SECRET)] {
         four.set(k, v);
     }
@@ -296,14 +310,14 @@ fn members_are_added_promoted_and_removed_through_the_api_the_cli_and_reconfig()
     // ZooKeeper's reconfig removes it again: only for the superuser, and
     // only against the current config version.
     let config = zk_config(c.nodes[0].client);
-    let version = i64::from_str_radix(config.lines().last().unwrap().strip_prefix("version=").unwrap(), 16).unwrap();
+    let version = config_version(&config);
     let reconfig = |raw: &mut Raw, leaving: &str, version: i64| {
         raw.call(9, 16, Jute::default().buf(None).str(leaving).buf(None).long(version))
     };
     let mut plain = Raw::connect(c.nodes[0].client, 5000);
     assert_eq!(reconfig(&mut plain, "4", version).err, -102, "NoAuth without the superuser");
     let mut admin = Raw::connect(c.nodes[0].client, 5000);
-    assert_eq!(admin.call(-4, 100, Jute::default().int(0).str("digest").buf(Some(b"super:test"))).err, 0);
+    as_superuser(&mut admin);
     assert_eq!(reconfig(&mut admin, "4", version - 1).err, -103, "BadVersion for a stale config id");
     let f = reconfig(&mut admin, "4", version);
     assert_eq!(f.err, 0, "reconfig");
@@ -617,14 +631,12 @@ fn members_talk_mutual_tls_and_each_must_be_the_member_its_certificate_names() {
 fn a_leader_demoted_by_reconfig_steps_down_and_a_voter_takes_over() {
     let _s = serial();
     let dir = tempfile::tempdir().unwrap();
-    let superuser = ("superuser_digest", "\"super:D/InIHSb7yEEbrWz8b9l71RjZJU=\"");
-    let mut c = Cluster::start(dir.path(), 3, &[superuser, ("reconfig_enabled", "true")], false);
+    let mut c = Cluster::start(dir.path(), 3, &RECONFIG, false);
     let leader = c.leader();
     let id = leader + 1;
-    let config = zk_config(c.nodes[0].client);
-    let version = i64::from_str_radix(config.lines().last().unwrap().strip_prefix("version=").unwrap(), 16).unwrap();
+    let version = config_version(&zk_config(c.nodes[0].client));
     let mut admin = Raw::connect(c.nodes[leader].client, 5000);
-    assert_eq!(admin.call(-4, 100, Jute::default().int(0).str("digest").buf(Some(b"super:test"))).err, 0);
+    as_superuser(&mut admin);
     let joining = format!("server.{id}=127.0.0.1:{0}:{0}:observer", c.nodes[leader].raft.port());
     let f = admin.call(9, 16, Jute::default().str(&joining).buf(None).buf(None).long(version));
     assert_eq!(f.err, 0, "reconfig making the leader an observer");

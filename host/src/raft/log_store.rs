@@ -200,9 +200,10 @@ impl LogStore {
 
     /// Writes what is queued, then stops the writer thread and waits for
     /// it; later writes fail. (A writer task, on a current-thread runtime,
-    /// is only told to stop: it cannot be waited for here.) Called once Raft has stopped, before the
-    /// process ends or replaces itself: a writer cut off in the middle of a
-    /// commit would leave the file half-written.
+    /// is only told to stop: it cannot be waited for here.) Called once
+    /// Raft has stopped, before the process ends or replaces itself: a
+    /// writer cut off in the middle of a commit would leave the file
+    /// half-written.
     pub fn close(&self) {
         let thread = self.shared.writer.lock().take();
         if self.queue(WriteOp::Stop).is_ok()
@@ -291,9 +292,7 @@ fn spawn_writer(
         shared.cached.lock().failed.get_or_insert_with(|| why.into());
         shared.flushed.notify_waiters();
     }
-    if tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
-    {
+    if super::runtime::on_one_thread() {
         tokio::spawn(async move {
             let run = AssertUnwindSafe(writer_task(&shared, rx, backlog)).catch_unwind().await;
             ended(&shared, run.is_err());

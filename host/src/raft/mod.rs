@@ -41,9 +41,9 @@ openraft::declare_raft_types!(
 /// The Raft handle.
 pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 
-/// Why member `me`, leading, must not take a membership change now, if
-/// so; it then steps down, so that a voter is elected and asking again
-/// there succeeds.
+/// Steps member `me` down if it leads but no longer votes, and says why
+/// it then takes no membership change: a voter is elected, and asking
+/// again there succeeds.
 ///
 /// openraft lets a member that stopped voting lead on: for a while after
 /// it removed itself, and for good after it demoted itself to a learner.
@@ -52,7 +52,7 @@ pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 /// on with a non-voter changing the membership). Found by the
 /// deterministic simulation (`host/tests/sim.rs`), which asks through
 /// this too.
-pub async fn membership_change_refused(raft: &Raft, me: u64) -> Option<String> {
+pub async fn step_down_unless_voter(raft: &Raft, me: u64) -> Option<String> {
     use openraft::rt::WatchReceiver;
     let metrics = raft.metrics().borrow_watched().clone();
     let membership = metrics.membership_config.membership();

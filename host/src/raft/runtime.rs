@@ -262,13 +262,20 @@ impl<T: OptionalSend + OptionalSync> WatchReceiver<Watch, T> for Receiver<T> {
     }
 }
 
+/// Whether this runs on a current-thread tokio runtime: the deterministic
+/// simulation, which must schedule all the work itself.
+pub(crate) fn on_one_thread() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
+}
+
 /// Runs blocking storage work (redb reads, commits, fsyncs, snapshot
 /// files) on tokio's blocking pool, off the async workers. On a
 /// current-thread runtime it runs in place instead: the deterministic
 /// simulation drives every member on one such thread, and work on a thread
 /// it does not schedule would make runs differ.
 pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
-    if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+    if on_one_thread() {
         return Ok(work());
     }
     tokio::task::spawn_blocking(work)

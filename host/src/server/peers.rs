@@ -346,7 +346,7 @@ pub async fn change_members(s: &Shared, op: MemberOp) -> Result<u64, String> {
     let membership = m.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let known = |id: u64| membership.get_node(&id).is_some();
-    if let Some(why) = crate::raft::membership_change_refused(&s.raft, s.node).await {
+    if let Some(why) = crate::raft::step_down_unless_voter(&s.raft, s.node).await {
         return Err(why);
     }
     let op_target = match &op {
@@ -392,7 +392,7 @@ pub async fn change_members(s: &Shared, op: MemberOp) -> Result<u64, String> {
     // A leader that took itself out of the voters steps down now rather
     // than at the next membership change (which it would refuse).
     if matches!(op_target, Some(id) if id == s.node) {
-        let _ = crate::raft::membership_change_refused(&s.raft, s.node).await;
+        crate::raft::step_down_unless_voter(&s.raft, s.node).await;
     }
     Ok(index)
 }
