@@ -137,6 +137,9 @@ pub struct Config {
     pub state_cache_bytes: u64,
     /// redb page cache for the Raft log, in bytes.
     pub log_cache_bytes: u64,
+    /// The newest flushed Raft log entries kept in memory, in encoded
+    /// bytes: the apply and replication read them without going to redb.
+    pub log_tail_bytes: u64,
     /// Longest time between durable commits of the applied state.
     pub state_sync_interval_ms: u64,
     /// Largest AppendEntries message, in bytes (openraft caps entries, not
@@ -232,6 +235,7 @@ impl Default for Config {
             snapshot_logs_to_keep: 10_000,
             state_cache_bytes: 32 << 20,
             log_cache_bytes: 8 << 20,
+            log_tail_bytes: 4 << 20,
             state_sync_interval_ms: 1000,
             max_append_bytes: 8 << 20,
             snapshot_chunk_bytes: 1 << 20,

@@ -276,7 +276,7 @@ fn raft_config() -> Arc<openraft::Config> {
 /// Starts member `id` on `disks`.
 async fn start(world: &Arc<World>, id: u64, disks: Disks) -> Member {
     let log_db = redb::Database::builder().create_with_backend(disks.log.clone()).expect("log database opens");
-    let log = LogStore::on(log_db).expect("log store opens");
+    let log = LogStore::on(log_db, 1 << 12).expect("log store opens");
     let state_db = redb::Database::builder().create_with_backend(disks.state.clone()).expect("state database opens");
     let options = StateOptions {
         cache_bytes: 1 << 20,

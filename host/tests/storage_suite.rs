@@ -31,7 +31,10 @@ impl ApplySink for Discard {
     }
 }
 
-struct Builder;
+/// Builds a store whose log keeps `tail_bytes` of flushed entries in memory.
+struct Builder {
+    tail_bytes: usize,
+}
 
 fn state_db(dir: &std::path::Path) -> Arc<StateDb> {
     open_state(dir, false)
@@ -51,18 +54,22 @@ fn open_state(dir: &std::path::Path, allow_gaps: bool) -> Arc<StateDb> {
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = LogStore::open(&dir.path().join("raft-log.redb"), 1 << 20).expect("log store opens");
+        let log = LogStore::open(&dir.path().join("raft-log.redb"), 1 << 20, self.tail_bytes).expect("log store opens");
         let state = open_state(dir.path(), true);
         let sm = StateMachine::new(state, Arc::new(Discard), dir.path().join("snapshots")).expect("sm");
         Ok((dir, log, sm))
     }
 }
 
+/// Three times: every read from redb (no tail in memory), reads that span
+/// redb and a tail of a few entries, and every read from memory.
 #[test]
 fn openraft_storage_suite() {
-    TypeConfig::run(async {
-        Suite::test_all(Builder).await.expect("openraft storage suite");
-    });
+    for tail_bytes in [0, 64, 1 << 20] {
+        TypeConfig::run(async {
+            Suite::test_all(Builder { tail_bytes }).await.expect("openraft storage suite");
+        });
+    }
 }
 
 /// Blank entries `from..=to` of term 1, leader 1.
@@ -161,7 +168,7 @@ fn a_large_purge_is_deleted_in_pieces_and_never_read_back() {
     TypeConfig::run(async {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("raft-log.redb");
-        let mut log = LogStore::open(&path, 1 << 20).expect("log store opens");
+        let mut log = LogStore::open(&path, 1 << 20, 1 << 20).expect("log store opens");
         log.blocking_append((1..=20_000).map(|i| blank_ent::<TypeConfig>(1, 1, i))).await.expect("append");
         log.purge(log_id::<TypeConfig>(1, 1, 19_000)).await.expect("purge");
         log.blocking_append((20_001..=20_010).map(|i| blank_ent::<TypeConfig>(1, 1, i))).await.expect("append");
@@ -173,7 +180,7 @@ fn a_large_purge_is_deleted_in_pieces_and_never_read_back() {
         drop(log);
 
         // Reopened: the same state, whatever the writer had deleted.
-        let mut log = within_10s(|| LogStore::open(&path, 1 << 20).ok()).expect("the log store opens again");
+        let mut log = within_10s(|| LogStore::open(&path, 1 << 20, 1 << 20).ok()).expect("the log store opens again");
         let state = log.get_log_state().await.expect("log state");
         assert_eq!(state.last_purged_log_id.map(|l| l.index()), Some(19_000));
         assert_eq!(state.last_log_id.map(|l| l.index()), Some(20_010));
@@ -221,7 +228,7 @@ fn entries_are_applied_only_once_durable_in_the_members_own_log() {
     TypeConfig::run(async {
         let disk = common::CrashDisk::default();
         let db = redb::Database::builder().create_with_backend(disk.clone()).expect("log database");
-        let mut log = LogStore::on(db).expect("log store opens");
+        let mut log = LogStore::on(db, 1 << 20).expect("log store opens");
         let dir = tempfile::tempdir().expect("temp dir");
         let state = state_db(dir.path());
         let mut sm = StateMachine::new(state.clone(), Arc::new(Discard), dir.path().join("snapshots"))

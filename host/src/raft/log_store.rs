@@ -12,6 +12,14 @@
 //! queued, writes it in one redb transaction and fsyncs once: under load,
 //! many appends share one fsync. The queue keeps every write in order,
 //! votes and truncations included, as openraft requires.
+//!
+//! ## The tail in memory
+//!
+//! The apply and the replication streams read the log just behind its end.
+//! Flushed entries move from `pending` to `recent`, which keeps the newest
+//! of them up to `tail_bytes` (encoded): a read that starts inside this
+//! tail is served from memory, without a redb read on a blocking thread.
+//! Older reads (a follower catching up) go to redb.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -81,6 +89,12 @@ enum WriteOp {
 struct Cached {
     /// Appended entries not yet committed to redb.
     pending: BTreeMap<u64, Entry>,
+    /// The newest entries already in redb, each with its encoded size, just
+    /// below `pending`: together they are one run of the log without gaps.
+    recent: BTreeMap<u64, (Entry, usize)>,
+    /// Encoded bytes in `recent`, at most `tail_bytes`.
+    recent_bytes: usize,
+    tail_bytes: usize,
     last_log_id: Option<LogId>,
     last_purged: Option<LogId>,
     vote: Option<Vote>,
@@ -100,6 +114,39 @@ struct Shared {
     /// Woken when a write is queued: the writer task waits on it (the
     /// writer thread blocks on the queue instead).
     queued: tokio::sync::Notify,
+}
+
+impl Cached {
+    /// Entries `start..end` from memory, if the tail held in memory begins
+    /// at or before `start`.
+    fn tail(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        let first = self.recent.keys().next().or_else(|| self.pending.keys().next())?;
+        if start < *first {
+            return None;
+        }
+        let recent = self.recent.range(start..end).map(|(_, (e, _))| e.clone());
+        Some(recent.chain(self.pending.range(start..end).map(|(_, e)| e.clone())).collect())
+    }
+
+    /// Moves the flushed entry at `index` from `pending` to `recent`, then
+    /// drops the oldest recent entries beyond `tail_bytes`.
+    fn flushed(&mut self, index: u64, size: usize) {
+        let Some(entry) = self.pending.remove(&index) else { return };
+        debug_assert!(self.recent.last_key_value().is_none_or(|(&last, _)| last + 1 == index), "a gap in the tail");
+        self.recent.insert(index, (entry, size));
+        self.recent_bytes += size;
+        while self.recent_bytes > self.tail_bytes
+            && let Some((_, (_, size))) = self.recent.pop_first()
+        {
+            self.recent_bytes -= size;
+        }
+    }
+
+    /// Keeps only the recent entries for which `keep` holds.
+    fn retain_recent(&mut self, keep: impl Fn(u64) -> bool) {
+        self.recent.retain(|&i, _| keep(i));
+        self.recent_bytes = self.recent.values().map(|(_, size)| size).sum();
+    }
 }
 
 impl Shared {
@@ -140,13 +187,14 @@ impl LogStore {
     /// Opens or creates the log and starts its writer thread. `cache_bytes`
     /// is redb's page cache: the log is mostly written, and read back soon
     /// after, so a small one serves.
-    pub fn open(path: &Path, cache_bytes: usize) -> io::Result<LogStore> {
-        Self::on(Database::builder().set_cache_size(cache_bytes).create(path).map_err(io_err)?)
+    pub fn open(path: &Path, cache_bytes: usize, tail_bytes: usize) -> io::Result<LogStore> {
+        Self::on(Database::builder().set_cache_size(cache_bytes).create(path).map_err(io_err)?, tail_bytes)
     }
 
     /// The log in `db`, which the caller opened: on a file, or in tests on
-    /// a storage backend that can fail.
-    pub fn on(db: Database) -> io::Result<LogStore> {
+    /// a storage backend that can fail. Up to `tail_bytes` of the newest
+    /// flushed entries stay in memory for readers.
+    pub fn on(db: Database, tail_bytes: usize) -> io::Result<LogStore> {
         let txn = db.begin_write().map_err(io_err)?;
         let (last, vote, committed, last_purged, first) = {
             let log = txn.open_table(LOG).map_err(io_err)?;
@@ -175,6 +223,9 @@ impl LogStore {
             db,
             cached: Mutex::new(Cached {
                 pending: BTreeMap::new(),
+                recent: BTreeMap::new(),
+                recent_bytes: 0,
+                tail_bytes,
                 last_log_id,
                 last_purged,
                 vote,
@@ -394,10 +445,10 @@ fn write_drained(
         let mut cached = shared.cached.lock();
         for op in &batch {
             if let WriteOp::Append { entries, .. } = op {
-                for (index, log_id, _) in entries {
+                for (index, log_id, bytes) in entries {
                     // A truncation may have replaced the entry since.
                     if cached.pending.get(index).is_some_and(|e| e.log_id() == *log_id) {
-                        cached.pending.remove(index);
+                        cached.flushed(*index, bytes.len());
                     }
                 }
             }
@@ -488,6 +539,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if start >= end {
             return Ok(Vec::new());
         }
+        if let Some(entries) = self.shared.cached.lock().tail(start, end) {
+            return Ok(entries);
+        }
         let shared = self.shared.clone();
         super::runtime::blocking(move || shared.read_range(start, end)).await?
     }
@@ -555,6 +609,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut cached = self.shared.cached.lock();
             let from = index.map_or(0, |i| i + 1);
             cached.pending.retain(|&i, _| i < from);
+            cached.retain_recent(|i| i < from);
             let beyond = |last: &Option<LogId>| last.as_ref().is_some_and(|l| l.index() >= from);
             if last_log_id.is_none() || beyond(&cached.last_log_id) {
                 cached.last_log_id = last_log_id.or_else(|| cached.last_purged);
@@ -567,6 +622,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut cached = self.shared.cached.lock();
             cached.pending.retain(|&i, _| i > log_id.index());
+            cached.retain_recent(|i| i > log_id.index());
             cached.last_purged = Some(log_id);
             if cached.last_log_id.as_ref().is_none_or(|l| l.index() < log_id.index()) {
                 cached.last_log_id = Some(log_id);

@@ -250,7 +250,8 @@ impl Node {
             Some(PluginEnv { runtime: plugin_runtime(&config)? }),
         )?);
         let log =
-            LogStore::open(&dir.join("raft-log.redb"), config.log_cache_bytes as usize).map_err(StartError::Log)?;
+            LogStore::open(&dir.join("raft-log.redb"), config.log_cache_bytes as usize, config.log_tail_bytes as usize)
+                .map_err(StartError::Log)?;
         let liveness = Arc::new(Liveness::default());
         let dispatch = Arc::new(Dispatcher::new(config.node_id, liveness.clone(), state.applied_index()));
         let sm = StateMachine::new(state.clone(), dispatch.clone(), dir.join("snapshots"))
