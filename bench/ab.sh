@@ -38,6 +38,7 @@ for round in $(seq 1 "$rounds"); do
             --client-addr 127.0.0.1:2181 --http-addr 127.0.0.1:8080 >"$work/serve.log" 2>&1 &
         pid=$!
         sleep 1.5
+        kill -0 "$pid" 2>/dev/null || { echo "$bin did not start:"; cat "$work/serve.log"; exit 1; }
         echo "$which, round $round: $("$bin" bench --quiet "$@" 2>&1 | grep -E 'ops/s|writes:' | tr -s ' ' | paste -sd ';')"
         kill "$pid"
         wait "$pid" 2>/dev/null || true
