@@ -415,9 +415,9 @@ def write_report(results, out):
                  "and recovers, the leader fails, and two followers fail together (the ZooKeeper paper's Figure 8). "
                  "`bench/timeline.py`.\n")
         L.append("![5 members under failures](perf/timeline-5-nodes.png)\n")
-    changes = figs / "changes.md"
-    if changes.exists():
-        L.append(changes.read_text())
+    for hand_written in ("limits.md", "changes.md"):
+        if (figs / hand_written).exists():
+            L.append((figs / hand_written).read_text())
     failed = [r for r in results["runs"] if sum(r["errors"].values())]
     if failed:
         L.append("## Requests that failed\n")
