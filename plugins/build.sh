@@ -23,6 +23,9 @@ if [ -f "$out/.done" ]; then
 fi
 
 target=wasm32-unknown-unknown
+# Room for the heap in the module's own memory (guest-sdk/src/heap.rs): 4 MiB
+# with the stack and data, so that most calls never grow their memory.
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C link-arg=--initial-memory=4194304"
 if command -v rustup >/dev/null && rustup target list --installed 2>/dev/null | grep -qx "$target"; then
     echo "plugins: building with the rustup $target target"
     wasm_build() { cargo build --locked --release --target "$target" -p "$1"; }

@@ -42,6 +42,8 @@
 
 extern crate alloc;
 
+#[cfg(all(feature = "bump-heap", target_arch = "wasm32"))]
+mod heap;
 mod mem;
 mod types;
 
