@@ -13,22 +13,14 @@ shift 3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# The disk's durable-write rate, by the same probe as bench/compare.py.
 fsync_rate() {
-    python3 - "$work/fsync.tmp" <<'EOF'
-import os, sys, time
-fd = os.open(sys.argv[1], os.O_CREAT | os.O_WRONLY | os.O_APPEND)
-start, n = time.time(), 0
-while time.time() - start < 1:
-    os.write(fd, b"x" * 4096)
-    os.fdatasync(fd)
-    n += 1
-os.close(fd)
-os.unlink(sys.argv[1])
-print(n)
-EOF
+    python3 -c 'import sys; sys.path.insert(0, sys.argv[1]); from compare import fsync_probe
+r = fsync_probe(sys.argv[2], seconds=1.0); print("%d/s, p50 %.3f ms" % (r["per_sec"], r["p50_ms"]))' \
+        "$(dirname "$0")" "$work"
 }
 
-echo "fsync/s (4 KiB append + fdatasync) before: $(fsync_rate)"
+echo "fsync (4 KiB append + fdatasync) before: $(fsync_rate)"
 for round in $(seq 1 "$rounds"); do
     for which in old new; do
         bin=$old
@@ -44,4 +36,4 @@ for round in $(seq 1 "$rounds"); do
         wait "$pid" 2>/dev/null || true
     done
 done
-echo "fsync/s after: $(fsync_rate)"
+echo "fsync after: $(fsync_rate)"
