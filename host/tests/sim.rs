@@ -32,7 +32,8 @@
 //! `SIM_SEEDS=<seed> cargo test -p corral --test sim seeds -- --nocapture`;
 //! `SIM_SEEDS=1-200 SIM_SECS=60` sweeps by hand; `SIM_TRACE=1` writes each
 //! seed's trace to `/tmp/corral-sim-<seed>.trace` (a failing seed's is
-//! always written).
+//! always written); `SIM_LOG=<file> RUST_LOG=openraft=info` adds the
+//! members' own logs.
 
 // Each test binary uses its part of the crash disk.
 #[allow(dead_code)]
@@ -678,6 +679,13 @@ async fn nemesis(world: Arc<World>, seed: u64, until: Duration) -> BTreeMap<u64,
 /// Returns the trace; panics with it on a violation.
 fn run(seed: u64, secs: u64) -> Vec<String> {
     seed_thread_rng(seed);
+    if let Ok(path) = std::env::var("SIM_LOG") {
+        let file = File::create(&path).unwrap_or_else(|e| panic!("SIM_LOG {path}: {e}"));
+        let filter = tracing_subscriber::EnvFilter::from_default_env();
+        let log = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).without_time();
+        // One subscriber per test process: a second seed logs to the first file.
+        let _ = log.with_writer(std::sync::Mutex::new(file)).try_init();
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("runtime");
     rt.block_on(simulate(seed, secs))
 }
@@ -932,6 +940,17 @@ fn seeds_lose_nothing_and_end_identical() {
         }
         eprintln!("{}", summary(seed, &trace));
     }
+}
+
+/// Seed 232 at 60 simulated seconds: the leader's removal of itself
+/// stopped halfway (a joint membership it is only in the old half of),
+/// then it was asked to remove another voter; openraft appended that
+/// change without the leader in either half and its core panicked. Now
+/// the leader steps down first ([`step_down_unless_voter`] looks at the
+/// newest half).
+#[test]
+fn seed_232_a_leader_half_removed_takes_no_change() {
+    eprintln!("{}", summary(232, &run(232, 60)));
 }
 
 #[test]
