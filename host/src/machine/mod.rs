@@ -492,6 +492,14 @@ impl StateDb {
         Ok((guard, view))
     }
 
+    /// [`StateDb::read`] if no batch is becoming visible right now, else
+    /// `None` at once: for a caller that must not wait (an async task),
+    /// which then reads on a blocking thread instead.
+    pub fn try_read(&self) -> Result<Option<(RwLockReadGuard<'_, ()>, ReadView)>, StoreError> {
+        let Some(guard) = self.gate.try_read() else { return Ok(None) };
+        Ok(Some((guard, ReadView::open(self.db.begin_read()?)?)))
+    }
+
     /// A read that does not need the gate: snapshots, metrics, admin views.
     pub fn read_ungated(&self) -> Result<ReadView, StoreError> {
         ReadView::open(self.db.begin_read()?)

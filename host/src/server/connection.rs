@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use parking_lot::RwLockReadGuard;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -63,6 +64,9 @@ pub enum ConnError {
 
 /// Most consecutive reads run under one gate hold.
 const READ_BATCH_MAX: usize = 64;
+
+/// At most this many point reads run inline in the connection's task.
+const INLINE_READS_MAX: usize = 8;
 
 /// A connection's two directions: a TCP socket's halves, or a TLS
 /// stream's.
@@ -619,9 +623,21 @@ impl Conn {
     async fn run_reads(&mut self, batch: Vec<Work>) -> Result<(), ConnError> {
         let shared = self.shared.clone();
         let ctx = ReadCtx { conn: self.id, session: self.session, identity: self.identity.clone() };
-        let (zxid, out, timings) = tokio::task::spawn_blocking(move || run_reads(&shared, &ctx, batch))
-            .await
-            .map_err(|_| ConnError::Closed("read task failed"))??;
+        // Short point reads run in this task when the state is not in the
+        // middle of making a batch visible; the rest, and any read that
+        // would wait for that, go to a blocking thread (the thread hop
+        // costs more than the read it carries).
+        let inline = batch.len() <= INLINE_READS_MAX && batch.iter().all(is_point_read);
+        let done = match if inline { self.shared.state.try_read()? } else { None } {
+            Some((gate, view)) => Some(run_reads_in(&self.shared, &ctx, &batch, gate, view)?),
+            None => None,
+        };
+        let (zxid, out, timings) = match done {
+            Some(done) => done,
+            None => tokio::task::spawn_blocking(move || run_reads(&shared, &ctx, &batch))
+                .await
+                .map_err(|_| ConnError::Closed("read task failed"))??,
+        };
         // Events of changes the reads saw must precede their replies.
         self.drain_events(zxid);
         self.out.extend_from_slice(&out);
@@ -793,20 +809,41 @@ struct ReadCtx {
 /// per request, its opcode and start time.
 type ReadsDone = (i64, BytesMut, Vec<(i32, Instant)>);
 
-fn run_reads(shared: &Shared, ctx: &ReadCtx, batch: Vec<Work>) -> Result<ReadsDone, StoreError> {
+fn run_reads(shared: &Shared, ctx: &ReadCtx, batch: &[Work]) -> Result<ReadsDone, StoreError> {
+    let (gate, view) = shared.state.read()?;
+    run_reads_in(shared, ctx, batch, gate, view)
+}
+
+/// A read whose cost does not grow with the tree: one node or none.
+fn is_point_read(w: &Work) -> bool {
+    matches!(
+        w,
+        Work::Read {
+            req: Request::Ping | Request::Exists { .. } | Request::GetData { .. } | Request::GetAcl { .. },
+            ..
+        }
+    )
+}
+
+fn run_reads_in(
+    shared: &Shared,
+    ctx: &ReadCtx,
+    batch: &[Work],
+    gate: RwLockReadGuard<'_, ()>,
+    view: ReadView,
+) -> Result<ReadsDone, StoreError> {
     let mut out = BytesMut::new();
     let mut timings = Vec::with_capacity(batch.len());
-    let (gate, view) = shared.state.read()?;
     let zxid = shared.dispatch.applied() as i64;
     for w in batch {
         let Work::Read { xid, opcode, req, started } = w else { unreachable!("only reads are batched") };
-        let result = read_one(shared, ctx, &view, zxid, &req, &mut out)?;
+        let result = read_one(shared, ctx, &view, zxid, req, &mut out)?;
         let xid = match req {
             Request::Ping => xid::PING,
-            _ => xid,
+            _ => *xid,
         };
         put_reply(&mut out, xid, zxid, result.as_ref().map_err(|e| e.code()));
-        timings.push((opcode, started));
+        timings.push((*opcode, *started));
     }
     drop(gate);
     Ok((zxid, out, timings))
