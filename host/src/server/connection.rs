@@ -68,6 +68,12 @@ const READ_BATCH_MAX: usize = 64;
 /// At most this many point reads run inline in the connection's task.
 const INLINE_READS_MAX: usize = 8;
 
+/// Messages handled from the inbox before the output is written out.
+const INBOX_DRAIN_MAX: usize = 64;
+
+/// Output that is written out before more messages are handled.
+const OUT_FLUSH_BYTES: usize = 64 * 1024;
+
 /// A connection's two directions: a TCP socket's halves, or a TLS
 /// stream's.
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
@@ -197,7 +203,10 @@ impl Conn {
                 biased;
                 _ = self.kill.cancelled() => return Err(ConnError::Closed("dropped by the server")),
                 msg = self.inbox.recv() => match msg {
-                    Some(msg) => self.on_msg(msg).await?,
+                    Some(msg) => {
+                        self.on_msg(msg).await?;
+                        self.drain_inbox().await?;
+                    }
                     None => return Err(ConnError::Closed("server shutting down")),
                 },
                 Some((xid, committed)) = self.acks.next(), if !self.acks.is_empty() => {
@@ -219,6 +228,22 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Handles the messages already waiting in the inbox, so that the
+    /// replies of one applied batch leave in one socket write: up to
+    /// [`INBOX_DRAIN_MAX`] messages or [`OUT_FLUSH_BYTES`] of output.
+    async fn drain_inbox(&mut self) -> Result<(), ConnError> {
+        for _ in 0..INBOX_DRAIN_MAX {
+            if self.stash.is_some() || self.closing.is_some() || self.out.len() >= OUT_FLUSH_BYTES {
+                break;
+            }
+            match self.inbox.try_recv() {
+                Ok(msg) => self.on_msg(msg).await?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
     }
 
     /// Writes `out` to the socket. A client that does not read blocks only
