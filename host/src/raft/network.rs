@@ -432,7 +432,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         let mut size = 0usize;
         let mut keep = rpc.entries.len();
         for (i, e) in rpc.entries.iter().enumerate() {
-            size += postcard::to_allocvec(e).map_or(0, |b| b.len());
+            size += postcard::experimental::serialized_size(e).unwrap_or(0);
             if size > self.settings.max_append_bytes && i > 0 {
                 keep = i;
                 break;
