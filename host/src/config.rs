@@ -140,6 +140,9 @@ pub struct Config {
     /// The newest flushed Raft log entries kept in memory, in encoded
     /// bytes: the apply and replication read them without going to redb.
     pub log_tail_bytes: u64,
+    /// Longest time the Raft log holds a batch back while the apply is
+    /// behind, so that one fsync covers more entries; 0 turns it off.
+    pub log_pace_max_us: u64,
     /// Longest time between durable commits of the applied state.
     pub state_sync_interval_ms: u64,
     /// Largest AppendEntries message, in bytes (openraft caps entries, not
@@ -236,6 +239,7 @@ impl Default for Config {
             state_cache_bytes: 32 << 20,
             log_cache_bytes: 8 << 20,
             log_tail_bytes: 4 << 20,
+            log_pace_max_us: 2000,
             state_sync_interval_ms: 1000,
             max_append_bytes: 8 << 20,
             snapshot_chunk_bytes: 1 << 20,
@@ -321,6 +325,9 @@ impl Config {
         }
         if self.max_append_bytes < 1 << 16 || self.snapshot_chunk_bytes < 1 << 12 {
             return bad("max_append_bytes must be at least 64 KiB and snapshot_chunk_bytes at least 4 KiB".into());
+        }
+        if self.log_pace_max_us > 100_000 {
+            return bad("log_pace_max_us must be at most 100000 (100 ms)".into());
         }
         if self.min_session_timeout() > self.max_session_timeout() {
             return bad("min_session_timeout_ms is above max_session_timeout_ms".into());

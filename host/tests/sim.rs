@@ -278,6 +278,8 @@ fn raft_config() -> Arc<openraft::Config> {
 async fn start(world: &Arc<World>, id: u64, disks: Disks) -> Member {
     let log_db = redb::Database::builder().create_with_backend(disks.log.clone()).expect("log database opens");
     let log = LogStore::on(log_db, 1 << 12).expect("log store opens");
+    // Pacing as a server has it, so that its waits are simulated too.
+    log.pace_by_apply(Duration::from_millis(2));
     let state_db = redb::Database::builder().create_with_backend(disks.state.clone()).expect("state database opens");
     let options = StateOptions {
         cache_bytes: 1 << 20,

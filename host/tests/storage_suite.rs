@@ -248,3 +248,65 @@ fn entries_are_applied_only_once_durable_in_the_members_own_log() {
         assert_eq!(state.applied_index(), 3, "the state stays within the member's log");
     });
 }
+
+/// Pacing by the apply: while a leader's apply has not reached the batch
+/// the log flushed last, the log holds its next batch back (here for up to
+/// a minute, so that only the apply can let it go). It lets it go when the
+/// apply catches up or waits for the log itself, and a follower's apply
+/// (no replies waiting) holds nothing. Run with the writer thread
+/// (multi-threaded runtime) and the writer task (the simulation's).
+#[test]
+fn the_log_holds_a_batch_only_while_a_leaders_apply_is_behind() {
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::testing::blank_ent;
+
+    async fn scenario() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut log = LogStore::open(&dir.path().join("raft-log.redb"), 1 << 20, 1 << 20).expect("log store opens");
+        log.pace_by_apply(Duration::from_secs(60));
+        let blanks = |from: u64, to: u64| (from..=to).map(|i| blank_ent::<TypeConfig>(1, 1, i)).collect::<Vec<_>>();
+        let quick = Duration::from_secs(10);
+        let appended = |log: &LogStore, from, to| {
+            let mut log = log.clone();
+            tokio::spawn(async move { log.blocking_append(blanks(from, to)).await.expect("append") })
+        };
+        // Flushed last: the batch of entries 4 and 5.
+        log.blocking_append(blanks(1, 3)).await.expect("append");
+        log.blocking_append(blanks(4, 5)).await.expect("append");
+
+        // A follower's apply behind it holds nothing.
+        log.applied(2, false);
+        tokio::time::timeout(quick, appended(&log, 6, 6)).await.expect("a follower does not pace").unwrap();
+
+        // A leader's apply behind entry 6 (flushed last) holds entry 7 ...
+        log.applied(4, true);
+        let mut held = appended(&log, 7, 7);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut held).await.is_err(),
+            "flushed while the leader's apply was behind"
+        );
+        // ... until the apply reaches that batch.
+        log.applied(5, true);
+        tokio::time::timeout(quick, held).await.expect("released when the apply caught up").unwrap();
+
+        // Behind again (entry 7 flushed last), but the apply waits for the
+        // log: entry 8 goes at once.
+        log.applied(5, true);
+        let mut held = appended(&log, 8, 8);
+        assert!(tokio::time::timeout(Duration::from_millis(300), &mut held).await.is_err(), "not held");
+        tokio::time::timeout(quick, log.durable_through(8)).await.expect("the apply waiting is not held").unwrap();
+        tokio::time::timeout(quick, held).await.expect("flushed").unwrap();
+        // Behind again: a stop is not held.
+        log.close();
+    }
+    for multi_thread in [true, false] {
+        let mut runtime = match multi_thread {
+            true => tokio::runtime::Builder::new_multi_thread(),
+            false => tokio::runtime::Builder::new_current_thread(),
+        };
+        let started = std::time::Instant::now();
+        runtime.enable_all().build().unwrap().block_on(scenario());
+        // Nothing was held for the whole minute.
+        assert!(started.elapsed() < Duration::from_secs(40), "held for {:?}", started.elapsed());
+    }
+}

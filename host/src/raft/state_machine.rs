@@ -269,6 +269,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await?;
         result.map_err(io_err)?;
+        if let (Some(log), Some((last, _))) = (&self.log, batch.last()) {
+            log.applied(last.log_id().index(), batch.iter().any(|(_, r)| r.is_some()));
+        }
         metrics::counter!("corral_applied_entries_total").increment(batch.len() as u64);
         metrics::histogram!("corral_apply_batch_entries").record(batch.len() as f64);
         for (_, responder) in batch {

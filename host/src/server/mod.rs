@@ -252,6 +252,7 @@ impl Node {
         let log =
             LogStore::open(&dir.join("raft-log.redb"), config.log_cache_bytes as usize, config.log_tail_bytes as usize)
                 .map_err(StartError::Log)?;
+        log.pace_by_apply(Duration::from_micros(config.log_pace_max_us));
         let liveness = Arc::new(Liveness::default());
         let dispatch = Arc::new(Dispatcher::new(config.node_id, liveness.clone(), state.applied_index()));
         let sm = StateMachine::new(state.clone(), dispatch.clone(), dir.join("snapshots"))
