@@ -143,6 +143,9 @@ pub struct Config {
     /// Longest time the Raft log holds a batch back while the apply is
     /// behind, so that one fsync covers more entries; 0 turns it off.
     pub log_pace_max_us: u64,
+    /// Freed heap memory goes back to the kernel (`malloc_trim`) after each
+    /// interval this long in which nothing was applied; 0 turns it off.
+    pub memory_trim_interval_ms: u64,
     /// Longest time between durable commits of the applied state.
     pub state_sync_interval_ms: u64,
     /// Largest AppendEntries message, in bytes (openraft caps entries, not
@@ -240,6 +243,7 @@ impl Default for Config {
             log_cache_bytes: 8 << 20,
             log_tail_bytes: 4 << 20,
             log_pace_max_us: 2000,
+            memory_trim_interval_ms: 1000,
             state_sync_interval_ms: 1000,
             max_append_bytes: 8 << 20,
             snapshot_chunk_bytes: 1 << 20,

@@ -392,6 +392,11 @@ impl Node {
         self.tasks.push(tokio::spawn(reap_loop(s.clone(), self.shutdown.clone())));
         self.tasks.push(tokio::spawn(peers::report_loop(s.clone(), self.shutdown.clone())));
         self.tasks.push(tokio::spawn(peers::leader_watch(s.clone(), self.shutdown.clone())));
+        #[cfg(target_env = "gnu")]
+        if s.config.memory_trim_interval_ms > 0 {
+            let every = Duration::from_millis(s.config.memory_trim_interval_ms);
+            self.tasks.push(tokio::spawn(trim_loop(s.clone(), every, self.shutdown.clone())));
+        }
         let published = peers::publish_member_info(s.clone(), local, http_addr, self.shutdown.clone());
         self.tasks.push(tokio::spawn(published));
         s.ready.store(true, Ordering::Release);
@@ -524,6 +529,40 @@ async fn expiry_loop(s: Arc<Shared>, stop: CancellationToken) {
                 s.dispatch.liveness.unmark(session);
             }
         }
+    }
+}
+
+/// Hands the memory that the C allocator holds free back to the kernel
+/// once writes pause: after each `memory_trim_interval_ms` in which nothing
+/// was applied. glibc gives each thread that allocates under contention an
+/// arena of its own and returns little of what is freed there, so after a
+/// burst of writes tens of MB stay resident doing nothing
+/// (docs/perf/changes.md). `malloc_trim` walks every arena and releases the
+/// whole pages of free chunks. Under load it would cost throughput: the
+/// next allocations fault the same pages back in.
+#[cfg(target_env = "gnu")]
+async fn trim_loop(s: Arc<Shared>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = s.dispatch.applied();
+    let mut trimmed_at = None;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let applied = s.dispatch.applied();
+        let quiet = applied == seen;
+        seen = applied;
+        if !quiet || trimmed_at == Some(applied) {
+            continue;
+        }
+        trimmed_at = Some(applied);
+        let started = Instant::now();
+        // SAFETY: malloc_trim takes each arena's own lock; any thread may
+        // call it at any time.
+        let released = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+        tracing::debug!(released = ?released.map(|r| r == 1), took = ?started.elapsed(), "memory trimmed");
     }
 }
 
