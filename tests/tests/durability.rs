@@ -180,15 +180,42 @@ fn a_stop_asked_for_while_starting_ends_the_process_cleanly() {
     c.stop();
     // SIGTERM at moments of a start: before the runtime exists, while the
     // state opens, while the log is re-applied. `stop` asserts that the
-    // process exits successfully, not killed by the signal. (Before `main`
-    // runs, about a millisecond after exec, the kernel's default still
-    // applies: nothing in the process can change that.)
-    for delay_ms in [10, 15, 20, 30, 50, 100, 200] {
+    // process exits successfully, not killed by the signal. The delays count
+    // from the first line of `main`: before it runs (exec, the dynamic
+    // loader, which on a loaded machine can take longer than 10 ms) the
+    // kernel's default still applies, and nothing in the process can change
+    // that.
+    for delay_ms in [0, 5, 10, 20, 30, 50, 100, 200] {
         c.spawn();
+        wait_until_sigterm_is_held_or_handled(c.pid());
         std::thread::sleep(Duration::from_millis(delay_ms));
         c.stop();
     }
     c.restart();
     let mut raw = Raw::connect(c.client, 5000);
     assert_eq!(raw.call(2, 4, Jute::default().str("/kept").bool(false)).err, 0, "the data survived");
+}
+
+/// Waits until process `pid` has reached `main`: SIGTERM is blocked (held
+/// until the handler exists) or caught by its handler, as its main thread's
+/// `/proc/<pid>/status` shows.
+fn wait_until_sigterm_is_held_or_handled(pid: u32) {
+    const SIGTERM: u32 = 15; // on Linux
+    let sigterm_bit = 1u64 << (SIGTERM - 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let mask = |field: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                .unwrap_or(0)
+        };
+        if (mask("SigBlk:") | mask("SigCgt:")) & sigterm_bit != 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "process {pid} never reached main:\n{status}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
 }
