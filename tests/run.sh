@@ -5,9 +5,10 @@
 #   tests/run.sh
 #
 # Stages: system packages (apt), a Python venv for kazoo and pytest, the
-# build, Rust unit and storage tests, cross-process Rust tests (one server
-# at a time, the console's in headless Chromium among them), then the
-# Python suites (kazoo, zkCli.sh, differential against Apache ZooKeeper).
+# plugins, the build, the Rust tests (unit, storage, simulation, then the
+# cross-process tests, one server at a time, the console's in headless
+# Chromium among them), then the Python suites (kazoo, zkCli.sh,
+# differential against Apache ZooKeeper).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -59,16 +60,18 @@ done
 plugins/build.sh
 
 stage "build"
-cargo build --locked -p corral
+# Every cargo command below selects the same packages (the whole workspace,
+# tests included): cargo resolves features per selection, so `-p corral`
+# here and `--workspace` there would build wasmtime, openraft and the rest
+# once per selection (measured: about ten minutes of a cold run). This one
+# also builds the server binary, target/debug/corral.
 cargo test --locked --workspace --no-run
 
-stage "rust: unit, storage suite, determinism, fuzz corpora replayed"
-cargo test --locked -p corral
-cargo test --locked -p corral-fuzz
-
-stage "rust: cross-process tests against the real binary"
+stage "rust: unit, storage suite, determinism, simulation, fuzz corpora, cross-process tests"
+# The cross-process tests start real servers on loopback ports, one at a
+# time: hence one test thread for the whole run.
 export TEST_CORRAL_BIN=$ROOT/target/debug/corral
-cargo test --locked -p corral-tests -- --test-threads=1
+cargo test --locked --workspace -- --test-threads=1
 
 stage "python: kazoo, zkCli.sh, differential against Apache ZooKeeper"
 (cd tests/python && "$VENV/bin/python" -m pytest -q -p no:cacheprovider)
