@@ -11,8 +11,13 @@
 //!   ([`seed_thread_rng`]), and so do the network's, the clients' and the
 //!   nemesis'.
 //!
-//! The nemesis delays and loses messages (links are simulated at the RPC
-//! level), partitions members, crashes and restarts them, fails fsyncs,
+//! Members talk over the server's own transport (`corral::raft::network`:
+//! handshake, frames, byte caps, snapshot chunks, timeouts, re-dials),
+//! carried by simulated connections instead of TCP ([`dialer`]). The
+//! nemesis delays their bytes (in order within a connection, as TCP
+//! keeps them), resets connections, partitions members (a cut link holds
+//! its bytes, and dials across it hear nothing), crashes and restarts
+//! members (their connections end with them), fails fsyncs,
 //! cuts a disk's power in the middle of its writes (most often inside a
 //! redb commit), and changes the membership. Disks are [`CrashDisk`]s: a
 //! restarted member finds what it had synced and, half the time, some of
@@ -41,8 +46,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::future::Future;
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -55,18 +59,21 @@ use corral::proto::data::{Acl, Id};
 use corral::proto::error::ErrorCode;
 use corral::proto::request::CreateRequest;
 use corral::raft::log_store::LogStore;
+use corral::raft::network::{
+    Dialer, Frame, Network, PeerStream, RaftService, Resp, Settings, challenge, read_frame, write_frame,
+};
 use corral::raft::state_machine::StateMachine;
 use corral::raft::{NodeInfo, Raft, TypeConfig, seed_thread_rng, step_down_unless_voter};
-use openraft::alias::{SnapshotOf, VoteOf};
-use openraft::error::{Fatal, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::error::Fatal;
 use openraft::rt::WatchReceiver;
 use openraft::{ChangeMembers, ServerState};
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tokio::time::{Instant, sleep};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, sleep_until};
+use tokio_util::sync::CancellationToken;
 
 const MEMBERS: u64 = 5;
 const CLIENTS: u64 = 5;
@@ -78,18 +85,18 @@ struct World {
     rng: Mutex<SmallRng>,
     /// Running members, by id.
     live: Mutex<BTreeMap<u64, Member>>,
-    /// Directed links that drop everything: `(from, to)`.
+    /// Directed links that carry nothing: `(from, to)`.
     cut: Mutex<BTreeSet<(u64, u64)>>,
-    /// Messages lost, per thousand.
+    /// Connections reset, per thousand chunks carried.
     loss_per_mille: AtomicU64,
     trace: Mutex<Vec<String>>,
     /// The replies to client commands, by `(client, seq)`.
     replies: Mutex<BTreeMap<(u64, i32), Reply>>,
     started: Instant,
-    /// Snapshot directories (one per member, kept across restarts, as
-    /// their files are fsynced before they count) and snapshots in flight.
+    /// Snapshot directories, one per member, kept across restarts, as
+    /// their files are fsynced before they count (snapshots being received
+    /// among them).
     scratch: tempfile::TempDir,
-    next_file: AtomicU64,
     /// Set when the faults and the clients stop.
     quiet: AtomicBool,
     /// What must never happen, seen by the harness (a panicked core).
@@ -119,7 +126,8 @@ impl World {
         self.live.lock().get(&id).cloned()
     }
 
-    /// A message's delay, and whether it is lost.
+    /// The delay of a chunk of bytes on a link, and whether the link
+    /// resets instead.
     fn fate(&self) -> (Duration, bool) {
         let mut rng = self.rng.lock();
         let delay = Duration::from_millis(rng.random_range(0..=15));
@@ -127,119 +135,140 @@ impl World {
         (delay, lost)
     }
 
-    /// The member at the far end of `from -> to`, if the link carries.
-    fn across(&self, from: u64, to: u64) -> Option<Member> {
-        if self.cut.lock().contains(&(from, to)) {
-            return None;
-        }
-        self.member(to)
-    }
-
     fn snapshot_dir(&self, id: u64) -> std::path::PathBuf {
         self.scratch.path().join(format!("member-{id}"))
     }
 }
 
-fn unreachable(why: impl std::fmt::Display) -> Unreachable<TypeConfig> {
-    Unreachable::new(&io::Error::other(why.to_string()))
+/// Room in each direction of a simulated connection, as a socket buffer.
+const LINK_BUFFER: usize = 64 << 10;
+
+/// Member `id`'s transport settings, as a server's with small caps: a
+/// follower catching up gets its entries in parts (an append cut at 2 KiB,
+/// about 35 entries, answered as a partial success), and a snapshot comes
+/// in many chunks.
+fn settings(world: &Arc<World>, id: u64) -> Settings {
+    let (max_append_bytes, snapshot_chunk_bytes) = (2 << 10, 16 << 10);
+    Settings {
+        tls: None,
+        node: id,
+        secret: Arc::from(&b"the simulated cluster's secret"[..]),
+        max_frame_bytes: max_append_bytes + snapshot_chunk_bytes + (1 << 20),
+        max_append_bytes,
+        snapshot_chunk_bytes,
+        rpc_timeout: Duration::from_millis(1000),
+        dialer: dialer(world.clone(), id),
+    }
 }
 
-/// Hands each member a [`Peer`] per remote member.
-struct SimNet {
-    from: u64,
+/// The links between members. Each dial makes two in-memory byte streams
+/// joined by a [`pump`] each way, and serves the far end as member `to`
+/// would ([`serve`]); the members speak the server's own transport over
+/// them (`corral::raft::network`: the handshake, the frames, the byte cap
+/// on appends, the snapshot chunks, the timeouts and re-dials). A dial
+/// across a partition hears nothing back; one to a member that is down is
+/// refused.
+fn dialer(world: Arc<World>, from: u64) -> Dialer {
+    Dialer::Custom(Arc::new(move |addr: &str| {
+        let world = world.clone();
+        let to: u64 = addr.strip_prefix("sim-").and_then(|n| n.parse().ok()).expect("a simulated address");
+        Box::pin(async move {
+            world.note(format!("dial {from}->{to}"));
+            if world.cut.lock().contains(&(from, to)) {
+                std::future::pending::<()>().await;
+            }
+            let Some(member) = world.member(to) else {
+                return Err(io::Error::new(io::ErrorKind::ConnectionRefused, format!("member {to} is down")));
+            };
+            let (near, far_near) = tokio::io::duplex(LINK_BUFFER);
+            let (far_far, far) = tokio::io::duplex(LINK_BUFFER);
+            let (near_rd, near_wr) = tokio::io::split(far_near);
+            let (far_rd, far_wr) = tokio::io::split(far_far);
+            let reset = CancellationToken::new();
+            tokio::spawn(pump(world.clone(), (from, to), near_rd, far_wr, reset.clone()));
+            tokio::spawn(pump(world.clone(), (to, from), far_rd, near_wr, reset));
+            tokio::spawn(serve(world, to, member, far));
+            Ok(Box::new(near) as Box<dyn PeerStream>)
+        })
+    }))
+}
+
+/// Carries one direction of a connection, `from -> to`: each chunk after
+/// its own delay but never before the chunk ahead of it (TCP's order);
+/// held while a partition cuts the link; and, at the links' loss rate,
+/// the whole connection reset, as a lossy link ends up doing.
+async fn pump(
     world: Arc<World>,
-}
-
-impl RaftNetworkFactory<TypeConfig> for SimNet {
-    type Network = Peer;
-
-    async fn new_client(&mut self, target: u64, _node: &NodeInfo) -> Peer {
-        Peer { from: self.from, target, world: self.world.clone() }
-    }
-}
-
-struct Peer {
-    from: u64,
-    target: u64,
-    world: Arc<World>,
-}
-
-impl Peer {
-    /// Carries one request and its answer across the simulated link: each
-    /// way after a delay, unless lost or cut.
-    async fn deliver<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
-        &self,
-        call: impl FnOnce(Raft) -> F,
-    ) -> Result<T, Unreachable<TypeConfig>> {
-        let (delay, lost) = self.world.fate();
-        self.world.note(format!("msg {}->{} {delay:?} {lost}", self.from, self.target));
-        sleep(delay).await;
-        let target = self.world.across(self.from, self.target).ok_or_else(|| unreachable("no route"))?;
-        if lost {
-            return Err(unreachable("request lost"));
+    (from, to): (u64, u64),
+    mut rd: ReadHalf<DuplexStream>,
+    mut wr: WriteHalf<DuplexStream>,
+    reset: CancellationToken,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let (world, reset) = (&world, &reset);
+    // Owns the sender: once it ends, `deliver` drains what is queued.
+    let carry = async move {
+        let mut due = Instant::now();
+        let mut buf = vec![0u8; LINK_BUFFER];
+        loop {
+            let n = match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let (delay, lost) = world.fate();
+            if lost {
+                world.note(format!("reset {from}->{to}"));
+                reset.cancel();
+                return;
+            }
+            due = due.max(Instant::now() + delay);
+            let _ = tx.send((due, buf[..n].to_vec()));
         }
-        let answer = call(target.raft).await.map_err(unreachable)?;
-        let (delay, lost) = self.world.fate();
-        sleep(delay).await;
-        if lost || self.world.across(self.target, self.from).is_none() {
-            return Err(unreachable("answer lost"));
+    };
+    let deliver = async {
+        while let Some((due, bytes)) = rx.recv().await {
+            sleep_until(due).await;
+            while world.cut.lock().contains(&(from, to)) {
+                sleep(Duration::from_millis(10)).await;
+            }
+            if wr.write_all(&bytes).await.is_err() {
+                return;
+            }
         }
-        Ok(answer)
+        // The sender closed its side: so does this one, once all is through.
+        let _ = wr.shutdown().await;
+    };
+    tokio::select! {
+        _ = reset.cancelled() => {}
+        _ = async { tokio::join!(carry, deliver) } => {}
     }
 }
 
-impl RaftNetworkV2<TypeConfig> for Peer {
-    type SnapshotData = File;
-
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.deliver(|raft| async move { raft.append_entries(rpc).await }).await.map_err(RPCError::Unreachable)
+/// Member `to`'s side of a connection, as `server::peers` serves one: the
+/// handshake, then Raft's requests, answered in order, until the
+/// connection ends or the member crashes (its connections end with it, as
+/// a process's do).
+async fn serve(world: Arc<World>, to: u64, member: Member, mut stream: DuplexStream) {
+    let settings = settings(&world, to);
+    let Ok(Some(from)) = challenge(&settings, &mut stream).await else { return };
+    if write_frame(&mut stream, &Frame::Welcome).await.is_err() {
+        return;
     }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.deliver(|raft| async move { raft.vote(rpc).await }).await.map_err(RPCError::Unreachable)
-    }
-
-    async fn pre_vote(
-        &mut self,
-        rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.deliver(|raft| async move { raft.pre_vote(rpc).await }).await.map_err(RPCError::Unreachable)
-    }
-
-    async fn full_snapshot(
-        &mut self,
-        vote: VoteOf<TypeConfig>,
-        snapshot: SnapshotOf<TypeConfig, File>,
-        _cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
-        _option: RPCOption,
-    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        // The receiver gets its own copy, as over a real link.
-        let mut bytes = Vec::new();
-        let mut file = snapshot.snapshot;
-        file.read_to_end(&mut bytes).map_err(|e| StreamingError::Unreachable(unreachable(e)))?;
-        let n = self.world.next_file.fetch_add(1, Ordering::Relaxed);
-        let path = self.world.scratch.path().join(format!("in-flight-{n}.snap"));
-        std::fs::write(&path, &bytes).map_err(|e| StreamingError::Unreachable(unreachable(e)))?;
-        let copy = File::open(&path).map_err(|e| StreamingError::Unreachable(unreachable(e)))?;
-        let meta = snapshot.meta;
-        self.world.note(format!("{} sends {} a snapshot ({} bytes)", self.from, self.target, bytes.len()));
-        let sent = self
-            .deliver(|raft| async move {
-                raft.install_full_snapshot(vote, SnapshotOf::<TypeConfig, File> { meta, snapshot: copy }).await
-            })
-            .await
-            .map_err(StreamingError::Unreachable);
-        let _ = std::fs::remove_file(&path);
-        sent
+    let mut raft = RaftService::new(member.raft.clone(), world.snapshot_dir(to));
+    while let Ok(Some(Frame::Request { id, req })) = read_frame(&mut stream, settings.max_frame_bytes).await {
+        if !world.member(to).is_some_and(|m| Arc::ptr_eq(&m.state, &member.state)) {
+            return;
+        }
+        let resp = match raft.answer(req).await {
+            Ok(answer) => answer.unwrap_or_else(Resp::Error),
+            Err(other) => Resp::Error(format!("not simulated: {other:?}")),
+        };
+        if let Resp::Snapshot(_) = resp {
+            world.note(format!("{to} installs a snapshot from {from}"));
+        }
+        if write_frame(&mut stream, &Frame::Response { id, resp }).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -292,7 +321,7 @@ async fn start(world: &Arc<World>, id: u64, disks: Disks) -> Member {
         StateMachine::new(state.clone(), Arc::new(Replies { node: id, world: world.clone() }), world.snapshot_dir(id))
             .expect("state machine")
             .after_log(log.clone());
-    let network = SimNet { from: id, world: world.clone() };
+    let network = Network { settings: settings(world, id) };
     let raft = Raft::new(id, raft_config(), network, log, sm).await.expect("raft starts");
     let member = Member { raft, state, disks };
     world.live.lock().insert(id, member.clone());
@@ -670,7 +699,7 @@ async fn nemesis(world: Arc<World>, seed: u64, until: Duration) -> BTreeMap<u64,
             _ => {
                 let loss = rng.random_range(0..100);
                 world.loss_per_mille.store(loss, Ordering::Relaxed);
-                world.note(format!("links lose {loss}/1000 messages"));
+                world.note(format!("links reset at {loss} in 1000 chunks"));
             }
         }
     }
@@ -703,7 +732,6 @@ async fn simulate(seed: u64, secs: u64) -> Vec<String> {
         replies: Mutex::new(BTreeMap::new()),
         started: Instant::now(),
         scratch: tempfile::tempdir().expect("temp dir"),
-        next_file: AtomicU64::new(0),
         quiet: AtomicBool::new(false),
         violations: Mutex::new(Vec::new()),
     });
@@ -912,7 +940,8 @@ fn summary(seed: u64, trace: &[String]) -> String {
     let torn = TORN.trim_start_matches(", ");
     format!(
         "seed {seed}: {} writes acknowledged and kept; {} crashes ({} torn), {} fsync failures, {} power cuts \
-         mid-write, {} restarts after a storage error ({} torn), {} partitions, {} loss changes, {} members demoted or removed, {} snapshots sent; sessions: {} opened, \
+         mid-write, {} restarts after a storage error ({} torn), {} partitions, {} loss changes, {} connections \
+         dialled, {} reset, {} members demoted or removed, {} snapshots installed; sessions: {} opened, \
          {} resumed on another member, {} closed or expired, {} writes as an ended session refused",
         count(&[" acked at "]),
         count(&["crash member"]),
@@ -922,9 +951,11 @@ fn summary(seed: u64, trace: &[String]) -> String {
         count(&["stopped on an error"]),
         count(&["stopped on an error", torn]),
         count(&["partition {"]),
-        count(&["links lose"]),
+        count(&["links reset at"]),
+        count(&["dial "]),
+        count(&["reset "]) - count(&["links reset at"]),
         count(&["demote member"]) + count(&["remove member"]),
-        count(&["a snapshot ("]),
+        count(&["installs a snapshot"]),
         count(&["open a session", "Connected"]),
         count(&["resume session", "Connected"]),
         count(&["close session", "Closed"]) + count(&["expire session", "Some(None)"]),

@@ -26,16 +26,27 @@
 //! - Snapshots stream in chunks of `snapshot_chunk_bytes`.
 //! - Every call has a timeout; a broken connection is re-dialled on the
 //!   next call, and openraft backs off from an unreachable peer.
+//!
+//! ## Both sides
+//!
+//! The dialling side is [`Network`]: one [`Peer`] per member, its calls on
+//! [`Link`]s. The accepting side is [`challenge`], then [`RaftService`]
+//! for Raft's own requests; the server's requests (forwarded commands,
+//! session reports, membership changes) are `server::peers`'. A server's
+//! links are TCP; the deterministic simulation dials its own in-memory
+//! streams ([`Dialer::Custom`]) and runs this same code over them.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::future::Future;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
 use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -64,6 +75,34 @@ pub struct Settings {
     pub max_append_bytes: usize,
     pub snapshot_chunk_bytes: usize,
     pub rpc_timeout: Duration,
+    /// How links reach a member's address.
+    pub dialer: Dialer,
+}
+
+/// A byte stream between two members, whatever carries it.
+pub trait PeerStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> PeerStream for S {}
+
+/// Opens a stream to a member's Raft address.
+pub type Dial = dyn Fn(&str) -> BoxFuture<'static, std::io::Result<Box<dyn PeerStream>>> + Send + Sync;
+
+/// How a [`Link`] reaches a member.
+#[derive(Clone)]
+pub enum Dialer {
+    /// TCP, with mutual TLS when [`Settings::tls`] is set: a server's.
+    Tcp,
+    /// Another carrier of the same frames: the deterministic simulation's
+    /// links (`host/tests/sim.rs`), which delay, stall and reset them.
+    Custom(Arc<Dial>),
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dialer::Tcp => "Tcp",
+            Dialer::Custom(_) => "Custom",
+        })
+    }
 }
 
 /// A membership change, forwarded to the leader.
@@ -242,6 +281,13 @@ impl Link {
 
     async fn dial(&self) -> Result<Conn, LinkError> {
         let addr = self.addr.clone();
+        if let Dialer::Custom(dial) = &self.settings.dialer {
+            let stream = tokio::time::timeout(self.settings.rpc_timeout, dial(&addr))
+                .await
+                .map_err(|_| LinkError::Timeout { addr: addr.clone(), after: self.settings.rpc_timeout })?
+                .map_err(|err| LinkError::Connect { addr: addr.clone(), err })?;
+            return self.open(stream).await;
+        }
         let connect = TcpStream::connect(addr.as_str());
         let stream = tokio::time::timeout(self.settings.rpc_timeout, connect)
             .await
@@ -260,10 +306,7 @@ impl Link {
 
     /// The cluster-secret handshake on a connected stream, then the tasks
     /// that write requests and read responses.
-    async fn open<S>(&self, mut stream: S) -> Result<Conn, LinkError>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
+    async fn open<S: PeerStream>(&self, mut stream: S) -> Result<Conn, LinkError> {
         let addr = self.addr.clone();
         let max = self.settings.max_frame_bytes;
         let handshake = async {
@@ -397,6 +440,84 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     }
 }
 
+/// The accepting side of the handshake: a random challenge, then the
+/// dialler's answer, checked against the cluster secret. The member's id,
+/// or `None` when the dialler hung up first (its call was cancelled: not an
+/// intrusion). `Welcome` is the caller's to send, once it has checked what
+/// else the transport proved (a TLS certificate).
+pub async fn challenge<S: PeerStream>(settings: &Settings, stream: &mut S) -> Result<Option<u64>, String> {
+    let nonce: [u8; 32] = rand::random();
+    write_frame(stream, &Frame::Challenge { nonce }).await.map_err(|e| e.to_string())?;
+    let hello = tokio::time::timeout(settings.rpc_timeout, read_frame(stream, settings.max_frame_bytes)).await;
+    match hello {
+        Ok(Ok(Some(Frame::Hello { from, mac }))) if verify(&settings.secret, &nonce, from, &mac) => Ok(Some(from)),
+        Ok(Ok(None)) => Ok(None),
+        _ => Err("bad handshake (wrong cluster secret?)".into()),
+    }
+}
+
+/// A snapshot being received, chunk by chunk.
+struct Receiving {
+    vote: VoteOf<TypeConfig>,
+    meta: SnapshotMetaOf<TypeConfig>,
+    path: PathBuf,
+    file: File,
+}
+
+/// The Raft half of serving one member's connection: entries, votes and
+/// snapshot chunks go to this member's `raft`; a snapshot being received
+/// is kept in `snapshots` until its last chunk installs it.
+pub struct RaftService {
+    raft: super::Raft,
+    snapshots: PathBuf,
+    receiving: Option<Receiving>,
+}
+
+impl RaftService {
+    pub fn new(raft: super::Raft, snapshots: PathBuf) -> RaftService {
+        RaftService { raft, snapshots, receiving: None }
+    }
+
+    /// Answers what Raft itself asks. The server's own requests (forwarded
+    /// commands, session reports, membership changes) come back as `Err`,
+    /// for the caller to answer.
+    pub async fn answer(&mut self, req: Req) -> Result<Result<Resp, String>, Req> {
+        Ok(match req {
+            Req::Append(r) => self.raft.append_entries(r).await.map(Resp::Append).map_err(|e| e.to_string()),
+            Req::Vote(r) => self.raft.vote(r).await.map(Resp::Vote).map_err(|e| e.to_string()),
+            Req::PreVote(r) => self.raft.pre_vote(r).await.map(Resp::Vote).map_err(|e| e.to_string()),
+            Req::SnapshotChunk { start, data, done } => self.receive_chunk(start, data, done).await,
+            other => return Err(other),
+        })
+    }
+
+    async fn receive_chunk(
+        &mut self,
+        start: Option<(VoteOf<TypeConfig>, SnapshotMetaOf<TypeConfig>)>,
+        data: Vec<u8>,
+        done: bool,
+    ) -> Result<Resp, String> {
+        if let Some((vote, meta)) = start {
+            let path = self.snapshots.join(format!("receiving-{}.tmp", rand::random::<u32>()));
+            let file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if let Some(old) = self.receiving.replace(Receiving { vote, meta, path, file }) {
+                let _ = std::fs::remove_file(old.path);
+            }
+        }
+        let Some(r) = self.receiving.as_mut() else { return Err("snapshot chunk without a start".into()) };
+        r.file.write_all(&data).map_err(|e| e.to_string())?;
+        if !done {
+            return Ok(Resp::SnapshotChunkOk);
+        }
+        let r = self.receiving.take().expect("checked above");
+        r.file.sync_all().map_err(|e| e.to_string())?;
+        let file = File::open(&r.path).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(&r.path);
+        let snapshot = SnapshotOf::<TypeConfig, File> { meta: r.meta, snapshot: file };
+        self.raft.install_full_snapshot(r.vote, snapshot).await.map(Resp::Snapshot).map_err(|e| e.to_string())
+    }
+}
+
 /// The connections to one member: one for replication and votes, one for
 /// snapshots, so that a long transfer does not delay heartbeats.
 pub struct Peer {
@@ -489,7 +610,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
         let mut start = Some((vote, snapshot.meta));
         tokio::pin!(cancel);
         loop {
-            let (buf, file_back) = tokio::task::spawn_blocking(move || {
+            let (buf, file_back) = super::runtime::blocking(move || {
                 let mut buf = vec![0u8; chunk];
                 let mut n = 0;
                 while n < buf.len() {

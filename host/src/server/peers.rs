@@ -9,14 +9,11 @@
 //!   so that only the leader expires sessions, with everyone's view.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use openraft::ChangeMembers;
-use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use openraft::async_runtime::WatchReceiver;
 use openraft::impls::ProgressResponder;
 use tokio::net::{TcpListener, TcpStream};
@@ -25,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::machine::command::{Command, Op};
-use crate::raft::network::{Frame, Link, MemberOp, Req, Resp, Settings, read_frame, verify, write_frame};
+use crate::raft::network::{
+    Frame, Link, MemberOp, PeerStream, RaftService, Req, Resp, Settings, challenge, read_frame, write_frame,
+};
 use crate::raft::{NodeInfo, TypeConfig};
 
 /// Accepts members until `stop`.
@@ -65,39 +64,24 @@ pub async fn listen(s: Arc<Shared>, listener: TcpListener, stop: CancellationTok
     }
 }
 
-/// A snapshot being received, chunk by chunk.
-struct Receiving {
-    vote: VoteOf<TypeConfig>,
-    meta: SnapshotMetaOf<TypeConfig>,
-    path: std::path::PathBuf,
-    file: File,
-}
-
 /// Serves one member's connection: the cluster-secret handshake, then its
 /// requests. `names(stream, from)` says whether what the transport proved
 /// (a TLS certificate) names the member the handshake claims to be.
-async fn serve_peer<S>(
+async fn serve_peer<S: PeerStream>(
     s: Arc<Shared>,
     mut stream: S,
     peer: std::net::SocketAddr,
     names: impl FnOnce(&S, u64) -> bool,
-) -> Result<(), String>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+) -> Result<(), String> {
     let settings = s.transport.clone();
     let max = settings.max_frame_bytes;
-    let nonce: [u8; 32] = rand::random();
-    write_frame(&mut stream, &Frame::Challenge { nonce }).await.map_err(|e| e.to_string())?;
-    let hello = tokio::time::timeout(settings.rpc_timeout, read_frame(&mut stream, max)).await;
-    let from = match hello {
-        Ok(Ok(Some(Frame::Hello { from, mac }))) if verify(&settings.secret, &nonce, from, &mac) => from,
-        // The dialler gave up (its call was cancelled): not an intrusion.
-        Ok(Ok(None)) => return Ok(()),
-        _ => {
-            tracing::warn!(%peer, "refused a raft peer: bad handshake (wrong cluster secret?)");
+    let from = match challenge(&settings, &mut stream).await {
+        Ok(Some(from)) => from,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            tracing::warn!(%peer, "refused a raft peer: {e}");
             metrics::counter!("corral_raft_handshakes_refused_total").increment(1);
-            return Err("bad handshake".into());
+            return Err(e);
         }
     };
     if !names(&stream, from) {
@@ -115,23 +99,20 @@ where
             }
         }
     });
-    let mut receiving: Option<Receiving> = None;
+    let mut raft = RaftService::new(s.raft.clone(), s.config.data_dir.join("snapshots"));
     loop {
         let frame = read_frame(&mut rd, max).await.map_err(|e| e.to_string())?;
         let Some(Frame::Request { id, req }) = frame else { return Ok(()) };
-        let resp = match req {
-            Req::Append(r) => s.raft.append_entries(r).await.map(Resp::Append).map_err(|e| e.to_string()),
-            Req::Vote(r) => s.raft.vote(r).await.map(Resp::Vote).map_err(|e| e.to_string()),
-            Req::PreVote(r) => s.raft.pre_vote(r).await.map(Resp::Vote).map_err(|e| e.to_string()),
-            Req::SnapshotChunk { start, data, done } => receive_chunk(&s, &mut receiving, start, data, done).await,
-            Req::Touch(sessions) => {
+        let resp = match raft.answer(req).await {
+            Ok(resp) => resp,
+            Err(Req::Touch(sessions)) => {
                 let now = Instant::now();
                 for id in sessions {
                     s.dispatch.liveness.touch(id, now);
                 }
                 Ok(Resp::Touched)
             }
-            Req::Forward { term, cmd } => {
+            Err(Req::Forward { term, cmd }) => {
                 // Proposed here, in arrival order; answered when its fate is
                 // known, so that later requests are not held up.
                 let tx = tx.clone();
@@ -147,7 +128,7 @@ where
                     Err(e) => Ok(Resp::Forwarded(Err(e))),
                 }
             }
-            Req::Member(op) => {
+            Err(Req::Member(op)) => {
                 let s = s.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
@@ -155,6 +136,7 @@ where
                 });
                 continue;
             }
+            Err(raft_request) => unreachable!("RaftService answers {raft_request:?}"),
         };
         let resp = resp.unwrap_or_else(Resp::Error);
         if tx.send((id, resp)).is_err() {
@@ -162,33 +144,6 @@ where
         }
         tracing::trace!(from, "served a raft request");
     }
-}
-
-async fn receive_chunk(
-    s: &Shared,
-    receiving: &mut Option<Receiving>,
-    start: Option<(VoteOf<TypeConfig>, SnapshotMetaOf<TypeConfig>)>,
-    data: Vec<u8>,
-    done: bool,
-) -> Result<Resp, String> {
-    if let Some((vote, meta)) = start {
-        let path = s.config.data_dir.join("snapshots").join(format!("receiving-{}.tmp", rand::random::<u32>()));
-        let file = File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        if let Some(old) = receiving.replace(Receiving { vote, meta, path, file }) {
-            let _ = std::fs::remove_file(old.path);
-        }
-    }
-    let Some(r) = receiving.as_mut() else { return Err("snapshot chunk without a start".into()) };
-    r.file.write_all(&data).map_err(|e| e.to_string())?;
-    if !done {
-        return Ok(Resp::SnapshotChunkOk);
-    }
-    let r = receiving.take().expect("checked above");
-    r.file.sync_all().map_err(|e| e.to_string())?;
-    let file = File::open(&r.path).map_err(|e| e.to_string())?;
-    let _ = std::fs::remove_file(&r.path);
-    let snapshot = SnapshotOf::<TypeConfig, File> { meta: r.meta, snapshot: file };
-    s.raft.install_full_snapshot(r.vote, snapshot).await.map(Resp::Snapshot).map_err(|e| e.to_string())
 }
 
 /// The verdict on a proposal: true once it is committed, false if it
@@ -587,6 +542,7 @@ pub fn settings(c: &crate::config::Config) -> Result<Settings, crate::tls::TlsEr
         max_append_bytes: c.max_append_bytes as usize,
         snapshot_chunk_bytes: c.snapshot_chunk_bytes as usize,
         rpc_timeout: Duration::from_millis(c.raft_rpc_timeout_ms),
+        dialer: crate::raft::network::Dialer::Tcp,
     })
 }
 
