@@ -278,8 +278,12 @@ fn zookeeper_client_writer(hosts: String, path: &'static str, until: std::time::
             let Some(z) = &client else {
                 let connect = zk::Client::connector().with_session_timeout(Duration::from_secs(6)).connect(&hosts);
                 if let Ok(Ok(z)) = tokio::time::timeout(Duration::from_secs(5), connect).await {
-                    let _ = z.create(path, b"", &plain).await;
-                    client = Some(z);
+                    // The parent first: a fault may lose this too, then the
+                    // next connection tries again.
+                    match z.create(path, b"", &plain).await {
+                        Ok(_) | Err(zk::Error::NodeExists) => client = Some(z),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
                 }
                 continue;
             };

@@ -18,7 +18,14 @@ def main():
     retry = KazooRetry(max_tries=-1, delay=0.05, max_delay=0.5)
     zk = KazooClient(hosts=hosts, timeout=10, connection_retry=retry)
     zk.start(timeout=30)
-    zk.ensure_path(path)
+    # The faults may already run: a connection lost here is retried too
+    # (creating the parent again is harmless).
+    while True:
+        try:
+            zk.ensure_path(path)
+            break
+        except KazooException:
+            time.sleep(0.05)
     end = time.monotonic() + seconds
     n = 0
     while time.monotonic() < end:
