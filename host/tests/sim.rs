@@ -917,11 +917,10 @@ async fn check(world: &Arc<World>, history: &History) {
     world.note(format!("{acked} acknowledged writes kept on all {} members", members.len()));
 }
 
-/// Seeds from `SIM_SEEDS` (`7`, `1-50` or `3,9,12`), else the CI set:
-/// four, and the seeds that found bugs (33 and 37: membership changes on
-/// a leader that no longer votes).
+/// Seeds from `SIM_SEEDS` (`7`, `1-50` or `3,9,12`), else the CI set
+/// (the bugs' seeds run in [`membership_bug_seeds_pass`]).
 fn seeds() -> Vec<u64> {
-    let Ok(spec) = std::env::var("SIM_SEEDS") else { return vec![1, 2, 3, 4, 33, 37] };
+    let Ok(spec) = std::env::var("SIM_SEEDS") else { return vec![1, 2, 3] };
     spec.split(',')
         .flat_map(|part| match part.split_once('-') {
             Some((a, b)) => (a.trim().parse::<u64>().expect("seed")..=b.trim().parse().expect("seed")).collect(),
@@ -975,15 +974,23 @@ fn seeds_lose_nothing_and_end_identical() {
     }
 }
 
-/// Seed 232 at 60 simulated seconds: the leader's removal of itself
-/// stopped halfway (a joint membership it is only in the old half of),
-/// then it was asked to remove another voter; openraft appended that
-/// change without the leader in either half and its core panicked. Now
-/// the leader steps down first ([`step_down_unless_voter`] looks at the
-/// newest half).
+/// The membership bugs the simulation found (docs/reliability.md), each
+/// as a seed that fails within 60 simulated seconds with its fix reverted.
+/// (The seeds that first found them, 37, 33 and 232, took other courses
+/// once the links became byte streams, so each fix was reverted again and
+/// these seeds found by a sweep.) All three are on a leader that no
+/// longer votes, which [`step_down_unless_voter`] now steps down:
+/// - seed 24: with no refusal at all, openraft appends the change and its
+///   core panics on its leader-only assertion (member 2's);
+/// - seed 4: refused but not stepped down, a leader demoted to a learner
+///   leads on for good and the members never converge;
+/// - seed 26: with the check on the union of a joint membership's halves
+///   instead of the newest one, member 2's core panics again.
 #[test]
-fn seed_232_a_leader_half_removed_takes_no_change() {
-    eprintln!("{}", summary(232, &run(232, 60)));
+fn membership_bug_seeds_pass() {
+    for seed in [4, 24, 26] {
+        eprintln!("{}", summary(seed, &run(seed, 60)));
+    }
 }
 
 #[test]
