@@ -442,12 +442,14 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
 /// The accepting side of the handshake: a random challenge, then the
 /// dialler's answer, checked against the cluster secret. The member's id,
-/// or `None` when the dialler hung up first (its call was cancelled: not an
-/// intrusion). `Welcome` is the caller's to send, once it has checked what
-/// else the transport proved (a TLS certificate).
+/// or `None` when the dialler went away first (its call was cancelled: not
+/// an intrusion). `Welcome` is the caller's to send, once it has checked
+/// what else the transport proved (a TLS certificate).
 pub async fn challenge<S: PeerStream>(settings: &Settings, stream: &mut S) -> Result<Option<u64>, String> {
     let nonce: [u8; 32] = rand::random();
-    write_frame(stream, &Frame::Challenge { nonce }).await.map_err(|e| e.to_string())?;
+    if write_frame(stream, &Frame::Challenge { nonce }).await.is_err() {
+        return Ok(None);
+    }
     let hello = tokio::time::timeout(settings.rpc_timeout, read_frame(stream, settings.max_frame_bytes)).await;
     match hello {
         Ok(Ok(Some(Frame::Hello { from, mac }))) if verify(&settings.secret, &nonce, from, &mac) => Ok(Some(from)),
