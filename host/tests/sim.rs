@@ -952,7 +952,7 @@ fn summary(seed: u64, trace: &[String]) -> String {
         count(&["partition {"]),
         count(&["links reset at"]),
         count(&["dial "]),
-        count(&["reset "]) - count(&["links reset at"]),
+        count(&["reset ", "->"]),
         count(&["demote member"]) + count(&["remove member"]),
         count(&["installs a snapshot"]),
         count(&["open a session", "Connected"]),
