@@ -337,6 +337,21 @@ impl Raw {
         Self::resume(addr, timeout_ms, 0, &[0; 16], 0).expect("session established")
     }
 
+    /// Opens a new session like a real client does after a leader change:
+    /// while the cluster elects, the server has no leader to open the
+    /// session with and closes the connection, so it tries again for up to
+    /// `within`.
+    pub fn connect_once_led(addr: SocketAddr, timeout_ms: i32, within: Duration) -> Raw {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(raw) = Self::resume(addr, timeout_ms, 0, &[0; 16], 0) {
+                return raw;
+            }
+            assert!(Instant::now() < deadline, "no session opened at {addr} within {within:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Connects with a given session; `None` if the server refused it.
     pub fn resume(addr: SocketAddr, timeout_ms: i32, session: i64, password: &[u8], last_zxid: i64) -> Option<Raw> {
         let mut stream = Self::tcp(addr);
