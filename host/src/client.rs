@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -107,11 +107,25 @@ impl Client {
         session: i64,
         password: &[u8],
     ) -> Result<(Client, mpsc::UnboundedReceiver<Event>), ClientError> {
-        let mut stream = TcpStream::connect(addr).await.map_err(|err| ClientError::Connect { addr, err })?;
+        let stream = TcpStream::connect(addr).await.map_err(|err| ClientError::Connect { addr, err })?;
         stream.set_nodelay(true).map_err(|err| ClientError::Connect { addr, err })?;
+        let (rd, wr) = stream.into_split();
+        Self::over((rd, wr), addr, timeout_ms, (session, password), 0).await
+    }
+
+    /// Opens `session` (0 for a new one, with its password) over a
+    /// connection's two halves, to the server at `addr`, as a client that
+    /// has seen `last_zxid`.
+    pub async fn over(
+        (mut rd, mut wr): (impl AsyncRead + Unpin + Send + 'static, impl AsyncWrite + Unpin + Send + 'static),
+        addr: SocketAddr,
+        timeout_ms: i32,
+        (session, password): (i64, &[u8]),
+        last_zxid: i64,
+    ) -> Result<(Client, mpsc::UnboundedReceiver<Event>), ClientError> {
         let req = ConnectRequest {
             protocol_version: 0,
-            last_zxid_seen: 0,
+            last_zxid_seen: last_zxid,
             timeout_ms,
             session_id: session,
             password: password.to_vec(),
@@ -123,14 +137,16 @@ impl Client {
         frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
         frame.extend_from_slice(&body);
         let io = |err| ClientError::Connect { addr, err };
-        stream.write_all(&frame).await.map_err(io)?;
+        wr.write_all(&frame).await.map_err(io)?;
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let reply = loop {
             if let Some(f) = split_frame(&mut buf, usize::MAX >> 1).map_err(|_| ClientError::Closed)? {
                 break f;
             }
-            if stream.read_buf(&mut buf).await.map_err(io)? == 0 {
-                return Err(ClientError::Refused(addr));
+            if rd.read_buf(&mut buf).await.map_err(io)? == 0 {
+                // Closed without an answer: the server could not serve it
+                // (no leader, or it is behind the client).
+                return Err(ClientError::Closed);
             }
         };
         let mut r = Reader::new(&reply);
@@ -141,7 +157,6 @@ impl Client {
         if timeout <= 0 {
             return Err(ClientError::Refused(addr));
         }
-        let (rd, wr) = stream.into_split();
         let pending: Arc<Mutex<Pending>> = Arc::default();
         let (tx, rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::unbounded_channel();
@@ -220,7 +235,7 @@ impl Client {
 }
 
 async fn write_loop(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut wr: impl AsyncWrite + Unpin,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     pending: Arc<Mutex<Pending>>,
     ping_every: Duration,
@@ -263,7 +278,7 @@ async fn write_loop(
 }
 
 async fn read_loop(
-    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut rd: impl AsyncRead + Unpin,
     mut buf: BytesMut,
     pending: Arc<Mutex<Pending>>,
     events: mpsc::UnboundedSender<Event>,

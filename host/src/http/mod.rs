@@ -91,8 +91,7 @@ impl Api {
         let s = &self.shared;
         let id = s.next_conn_id();
         let reply = s.dispatch.wait_for(id);
-        let cmd =
-            Command { time_ms: crate::server::now_ms(), origin: Some(Origin { node: s.node, conn: id, xid: 0 }), op };
+        let cmd = Command { time_ms: s.now_ms(), origin: Some(Origin { node: s.node, conn: id, xid: 0 }), op };
         let ack = match crate::server::peers::submit(s, cmd).await {
             Ok(ack) => ack,
             Err(e) => {

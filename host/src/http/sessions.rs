@@ -11,7 +11,7 @@
 //! node still holds, and says so with a `gap` event where it does not.
 
 use std::convert::Infallible;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};

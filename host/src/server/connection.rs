@@ -17,7 +17,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -312,16 +313,16 @@ impl Conn {
         let op = if req.session_id == 0 {
             Op::CreateSession { timeout_ms: req.timeout_ms, http: false }
         } else {
-            let state = self.shared.state.clone();
-            let session = req.session_id;
-            let known = tokio::task::spawn_blocking(move || -> Result<bool, StoreError> {
-                Ok(crate::tree::get_session(&state.read_ungated()?.sessions()?, session)?.is_some())
-            })
-            .await
-            .map_err(|_| ConnError::Closed("session lookup failed"))??;
+            // Whether the session still lives is the log's to say, not this
+            // member's state: a member behind the log may not have applied
+            // the session's creation yet (a client that opened it on another
+            // member and came here at once), and refusing it here would end
+            // a live session. The apply of the resume refuses a session that
+            // is gone. The password needs no log: it derives from the id and
+            // the cluster's secret.
             let secret = self.shared.state.meta().init.map(|i| i.secret);
-            let ok = known && secret.is_some_and(|s| session_password(&s, req.session_id)[..] == req.password[..]);
-            if !ok {
+            let genuine = secret.is_some_and(|s| session_password(&s, req.session_id)[..] == req.password[..]);
+            if !genuine {
                 self.refuse(req.read_only).await?;
                 return Ok(false);
             }
@@ -380,7 +381,7 @@ impl Conn {
     /// the log.
     async fn propose(&mut self, xid: i32, op: Op) -> Result<(), ConnError> {
         let cmd = Command {
-            time_ms: super::now_ms(),
+            time_ms: self.shared.now_ms(),
             origin: Some(Origin { node: self.shared.node, conn: self.id, xid }),
             op,
         };
@@ -659,7 +660,7 @@ impl Conn {
         };
         let (zxid, out, timings) = match done {
             Some(done) => done,
-            None => tokio::task::spawn_blocking(move || run_reads(&shared, &ctx, &batch))
+            None => crate::raft::runtime::blocking(move || run_reads(&shared, &ctx, &batch))
                 .await
                 .map_err(|_| ConnError::Closed("read task failed"))??,
         };
@@ -768,7 +769,7 @@ impl Conn {
 
 /// `/zookeeper/config` as applied here, and the zxid it was read at.
 async fn config_node(shared: Arc<Shared>) -> Result<(i64, crate::tree::Node), ConnError> {
-    let read = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+    let read = crate::raft::runtime::blocking(move || -> Result<_, StoreError> {
         let (_gate, view) = shared.state.read()?;
         let zxid = shared.dispatch.applied() as i64;
         let node = view.node("/zookeeper/config")?.expect("every tree has /zookeeper/config");

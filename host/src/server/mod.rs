@@ -20,7 +20,8 @@ pub mod watches;
 use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
 
 use openraft::ServerState;
 use parking_lot::Mutex;
@@ -55,9 +56,30 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     sha2::Sha256::digest(token.as_bytes()).into()
 }
 
-/// Wall-clock milliseconds, as the leader stamps entries.
+/// Wall-clock milliseconds.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Where a member's entry times come from. The leader stamps each command
+/// it proposes, and apply reads time from the entry only.
+#[derive(Clone, Copy, Debug)]
+pub enum Clock {
+    /// The system's wall clock.
+    System,
+    /// `start_ms` plus the time tokio's clock has moved since `at`: the
+    /// deterministic simulation's, whose paused clock moves only when
+    /// every task waits.
+    Simulated { start_ms: i64, at: Instant },
+}
+
+impl Clock {
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Clock::System => now_ms(),
+            Clock::Simulated { start_ms, at } => start_ms + at.elapsed().as_millis() as i64,
+        }
+    }
 }
 
 /// Why the node could not start.
@@ -147,9 +169,59 @@ pub struct Shared {
     pub transport: Settings,
     /// A follower's ordered channel to the leader.
     pub forwarder: peers::Forwarder,
+    /// What stamps the commands this member proposes.
+    pub clock: Clock,
 }
 
 impl Shared {
+    /// A member's shared parts around its Raft, state and dispatcher.
+    /// `boot` tells this run's connection ids from an earlier run's.
+    pub fn new(
+        config: Arc<Config>,
+        raft: Raft,
+        state: Arc<StateDb>,
+        dispatch: Arc<Dispatcher>,
+        transport: Settings,
+        boot: u32,
+        clock: Clock,
+    ) -> Shared {
+        Shared {
+            node: config.node_id,
+            config,
+            raft,
+            state,
+            dispatch,
+            stats: Stats::default(),
+            started: Instant::now(),
+            boot: boot as u64,
+            next_conn: AtomicU64::new(1),
+            ready: std::sync::atomic::AtomicBool::new(false),
+            last_dump: Mutex::new(None),
+            transport,
+            forwarder: peers::Forwarder::default(),
+            clock,
+        }
+    }
+
+    /// Gives every live session a full timeout from now: after a start,
+    /// nobody knows when each was last heard from.
+    pub async fn time_sessions_from_now(&self) -> Result<(), StartError> {
+        let state = self.state.clone();
+        let sessions = crate::raft::runtime::blocking(move || state.read_ungated()?.all_sessions())
+            .await
+            .map_err(|e| StartError::Raft(format!("loading sessions: {e}")))??;
+        let now = Instant::now();
+        for (id, session) in sessions {
+            self.dispatch.liveness.add(id, session.timeout_ms, now);
+        }
+        Ok(())
+    }
+
+    /// The time this member stamps on a command it proposes now.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     pub fn next_conn_id(&self) -> u64 {
         (self.boot << 32) | (self.next_conn.fetch_add(1, Ordering::Relaxed) & 0xFFFF_FFFF)
     }
@@ -276,21 +348,8 @@ impl Node {
                 Err(e) => tracing::info!(node = config.node_id, "not initializing the cluster: {e}"),
             }
         }
-        let shared = Arc::new(Shared {
-            node: config.node_id,
-            config: config.clone(),
-            raft,
-            state,
-            dispatch,
-            stats: Stats::default(),
-            started: Instant::now(),
-            boot: rand::random::<u32>() as u64,
-            next_conn: AtomicU64::new(1),
-            ready: std::sync::atomic::AtomicBool::new(false),
-            last_dump: Mutex::new(None),
-            transport,
-            forwarder: peers::Forwarder::default(),
-        });
+        let shared =
+            Arc::new(Shared::new(config.clone(), raft, state, dispatch, transport, rand::random(), Clock::System));
         // Other members must reach this one before it can know a leader.
         let raft_addr = config.raft_addr;
         let listener = TcpListener::bind(raft_addr)
@@ -334,7 +393,7 @@ impl Node {
                 };
                 let secret: [u8; 32] = rand::random();
                 let init = Op::Init { config: s.config.cluster_seed(), secret, admin_token: hash };
-                match s.raft.client_write(Command { time_ms: now_ms(), origin: None, op: init }).await {
+                match s.raft.client_write(Command { time_ms: s.now_ms(), origin: None, op: init }).await {
                     Ok(_) => proposed = Some((token, secret)),
                     Err(e) => tracing::info!("initializing the cluster: {e}; retrying"),
                 }
@@ -343,15 +402,7 @@ impl Node {
         }
         let won = s.state.meta().init.map(|i| i.secret);
         let bootstrap_token = proposed.filter(|(_, secret)| Some(*secret) == won).map(|(token, _)| token);
-        // Every live session gets a full timeout from now.
-        let state = s.state.clone();
-        let sessions = tokio::task::spawn_blocking(move || state.read_ungated()?.all_sessions())
-            .await
-            .map_err(|e| StartError::Raft(format!("loading sessions: {e}")))??;
-        let now = Instant::now();
-        for (id, session) in sessions {
-            s.dispatch.liveness.add(id, session.timeout_ms, now);
-        }
+        s.time_sessions_from_now().await?;
         if let Some(init) = s.state.meta().init
             && init.config != s.config.cluster_seed()
         {
@@ -388,10 +439,7 @@ impl Node {
             self.tasks.push(tokio::spawn(accept_loop(s.clone(), secure, Some(tls), self.shutdown.clone())));
             tracing::info!(%local, "serving ZooKeeper clients over TLS");
         }
-        self.tasks.push(tokio::spawn(expiry_loop(s.clone(), self.shutdown.clone())));
-        self.tasks.push(tokio::spawn(reap_loop(s.clone(), self.shutdown.clone())));
-        self.tasks.push(tokio::spawn(peers::report_loop(s.clone(), self.shutdown.clone())));
-        self.tasks.push(tokio::spawn(peers::leader_watch(s.clone(), self.shutdown.clone())));
+        self.tasks.extend(spawn_duties(&s, &self.shutdown));
         #[cfg(target_env = "gnu")]
         if s.config.memory_trim_interval_ms > 0 {
             let every = Duration::from_millis(s.config.memory_trim_interval_ms);
@@ -450,6 +498,19 @@ impl Node {
             Ok(Ok(())) => {}
         }
     }
+}
+
+/// Starts what a serving member does on its own, until `stop`: the
+/// leader's session expiry and reaping of containers and TTL nodes, a
+/// follower's session reports, and the watch on leadership that retires
+/// the link to an old leader.
+pub fn spawn_duties(s: &Arc<Shared>, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![
+        tokio::spawn(expiry_loop(s.clone(), stop.clone())),
+        tokio::spawn(reap_loop(s.clone(), stop.clone())),
+        tokio::spawn(peers::report_loop(s.clone(), stop.clone())),
+        tokio::spawn(peers::leader_watch(s.clone(), stop.clone())),
+    ]
 }
 
 /// Accepts client connections, over TLS when `tls` is given.
@@ -524,7 +585,7 @@ async fn expiry_loop(s: Arc<Shared>, stop: CancellationToken) {
         }
         for session in s.dispatch.liveness.take_expired(Instant::now()) {
             tracing::info!(session = format!("0x{session:x}"), "session expired");
-            let cmd = Command { time_ms: now_ms(), origin: None, op: Op::ExpireSession { session } };
+            let cmd = Command { time_ms: s.now_ms(), origin: None, op: Op::ExpireSession { session } };
             if s.raft.client_write_ff(cmd, None).await.is_err() {
                 s.dispatch.liveness.unmark(session);
             }
@@ -583,9 +644,9 @@ async fn reap_loop(s: Arc<Shared>, stop: CancellationToken) {
             continue;
         }
         let state = s.state.clone();
-        let now = now_ms();
+        let now = s.now_ms();
         let found =
-            tokio::task::spawn_blocking(move || state.read_ungated()?.reap_candidates(now, never_used, per_check))
+            crate::raft::runtime::blocking(move || state.read_ungated()?.reap_candidates(now, never_used, per_check))
                 .await;
         let paths = match found {
             Ok(Ok(p)) => p,
@@ -599,7 +660,7 @@ async fn reap_loop(s: Arc<Shared>, stop: CancellationToken) {
             }
         };
         for path in paths {
-            let cmd = Command { time_ms: now_ms(), origin: None, op: Op::Reap { path, never_used_ms: never_used } };
+            let cmd = Command { time_ms: s.now_ms(), origin: None, op: Op::Reap { path, never_used_ms: never_used } };
             if s.raft.client_write_ff(cmd, None).await.is_err() {
                 break;
             }

@@ -10,7 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use futures::future::BoxFuture;
 use openraft::ChangeMembers;
@@ -67,7 +68,7 @@ pub async fn listen(s: Arc<Shared>, listener: TcpListener, stop: CancellationTok
 /// Serves one member's connection: the cluster-secret handshake, then its
 /// requests. `names(stream, from)` says whether what the transport proved
 /// (a TLS certificate) names the member the handshake claims to be.
-async fn serve_peer<S: PeerStream>(
+pub async fn serve_peer<S: PeerStream>(
     s: Arc<Shared>,
     mut stream: S,
     peer: std::net::SocketAddr,
@@ -506,7 +507,7 @@ pub async fn publish_member_info(
         } else {
             return;
         };
-        let cmd = Command { time_ms: super::now_ms(), origin: None, op };
+        let cmd = Command { time_ms: s.now_ms(), origin: None, op };
         if let Ok(ack) = submit(&s, cmd).await {
             ack.await;
         }

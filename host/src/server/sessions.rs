@@ -10,7 +10,8 @@
 //! ([`Liveness::restart_all`]) before it can expire.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use parking_lot::Mutex;
 
