@@ -62,6 +62,7 @@ struct Discard;
 
 impl ApplySink for Discard {
     fn publish(&self, _: u64, _: Vec<Applied>) {}
+    fn installed(&self, _: u64, _: Vec<(i64, i32)>) {}
 }
 
 /// A stored log entry's bytes: decoding fails cleanly or yields an entry;
@@ -83,7 +84,7 @@ pub fn log_entry(data: &[u8]) {
 /// and the state stays usable either way.
 pub fn snapshot(data: &[u8]) {
     let mut guard = state().lock().unwrap_or_else(|e| e.into_inner());
-    let _ = guard.1.install(&mut &data[..]);
+    let _ = guard.1.install(&mut &data[..], &Discard);
     if guard.1.recompute_digest().is_err() {
         *guard = open_state();
     }

@@ -21,12 +21,21 @@ use corral::proto::request::{CreateRequest, MultiOp};
 use parking_lot::Mutex;
 use proptest::prelude::*;
 
+/// An install as the sink hears of it: the applied index and the live
+/// sessions (id, timeout).
+type Installed = (u64, Vec<(i64, i32)>);
+
+/// What the machine told its sink: outcomes, and the last install.
 #[derive(Default)]
-struct Collect(Mutex<Vec<Applied>>);
+struct Collect(Mutex<Vec<Applied>>, Mutex<Option<Installed>>);
 
 impl ApplySink for Collect {
     fn publish(&self, _applied_index: u64, outcomes: Vec<Applied>) {
         self.0.lock().extend(outcomes);
+    }
+
+    fn installed(&self, applied_index: u64, sessions: Vec<(i64, i32)>) {
+        *self.1.lock() = Some((applied_index, sessions));
     }
 }
 
@@ -176,8 +185,13 @@ proptest! {
 
         // Install elsewhere: same digest, same bytes, same ephemeral index.
         let d = open(dir.path(), "d");
-        d.install(&mut snap.as_slice()).unwrap();
+        let told = Collect::default();
+        d.install(&mut snap.as_slice(), &told).unwrap();
         prop_assert_eq!(d.meta(), a.meta());
+        // The sink hears of the install, with the snapshot's live sessions.
+        let sessions = a.read_ungated().unwrap().all_sessions().unwrap();
+        let sessions: Vec<(i64, i32)> = sessions.into_iter().map(|(id, s)| (id, s.timeout_ms)).collect();
+        prop_assert_eq!(told.1.lock().clone(), Some((a.meta().applied_index, sessions)));
         prop_assert_eq!(snapshot_bytes(&d), snap);
         for s in [session_id(1, 2), session_id(1, 3)] {
             prop_assert_eq!(
@@ -216,11 +230,11 @@ fn corrupt_snapshots_are_refused_and_change_nothing() {
     for at in [20, snap.len() / 2, snap.len() - 3] {
         let mut bad = snap.clone();
         bad[at] ^= 0x55;
-        assert!(b.install(&mut bad.as_slice()).is_err(), "flipped byte {at} was accepted");
+        assert!(b.install(&mut bad.as_slice(), &Collect::default()).is_err(), "flipped byte {at} was accepted");
         assert_eq!(b.meta(), before);
     }
-    assert!(b.install(&mut &snap[..snap.len() - 1]).is_err(), "truncated snapshot was accepted");
-    b.install(&mut snap.as_slice()).unwrap();
+    assert!(b.install(&mut &snap[..snap.len() - 1], &Collect::default()).is_err(), "truncated snapshot was accepted");
+    b.install(&mut snap.as_slice(), &Collect::default()).unwrap();
     assert_eq!(b.meta().digest, a.meta().digest);
 }
 

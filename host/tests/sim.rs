@@ -36,7 +36,8 @@
 //! ZooKeeper's protocol ([`zk_client`], with `corral::client`) over
 //! simulated connections to any member, as real clients do: they resume
 //! their sessions on whichever member they reach next, create and
-//! overwrite, and read the registers with watches. When the faults stop,
+//! overwrite, and read the registers with watches, which they replay on
+//! each new connection (`setWatches`). When the faults stop,
 //! every member restarts and catches up, and [`check`] runs on every
 //! member: no acknowledged write lost or overwritten by an older one,
 //! nothing no client wrote, no orphan ephemeral, no write from an ended
@@ -74,7 +75,7 @@ use corral::machine::{Applied, ApplySink, Reply, SessionChange, StateDb, StateOp
 use corral::proto::data::{Acl, Id};
 use corral::proto::error::ErrorCode;
 use corral::proto::op;
-use corral::proto::request::{CreateRequest, Request};
+use corral::proto::request::{CreateRequest, Request, SetWatches};
 use corral::proto::response::Response;
 use corral::raft::log_store::LogStore;
 use corral::raft::network::{Dialer, Network, PeerStream, Settings};
@@ -348,6 +349,11 @@ impl ApplySink for Replies {
         }
         self.dispatch.publish(applied_index, outcomes);
     }
+
+    fn installed(&self, applied_index: u64, sessions: Vec<(i64, i32)>) {
+        self.world.note(format!("member {} installed a snapshot through {applied_index}", self.node));
+        self.dispatch.installed(applied_index, sessions);
+    }
 }
 
 fn raft_config() -> Arc<openraft::Config> {
@@ -491,8 +497,9 @@ struct History {
     /// ... and those whose end surely applied.
     ended: BTreeSet<i64>,
     /// Watches of ZooKeeper clients that fired: the path, the mzxid the
-    /// read that set it saw, and the event's zxid.
-    fired: Vec<(String, i64, i64)>,
+    /// read that set it saw, the event's zxid, and whether the watch was
+    /// replayed on a later connection (`setWatches`).
+    fired: Vec<(String, i64, i64, bool)>,
     /// Watches still unfired when a reply came on their connection: the
     /// path, the mzxid the read saw, and the reply's zxid.
     waiting: Vec<(String, i64, i64, String)>,
@@ -626,8 +633,9 @@ async fn client(world: Arc<World>, seed: u64, id: u64, history: Arc<Mutex<Histor
 /// server's own connection code, creates nodes of its own (some
 /// ephemeral), overwrites the registers, and reads them with a watch.
 /// When the connection breaks (a reset, a crashed member, a write whose
-/// fate the member cannot learn) it connects again, as ZooKeeper clients
-/// do; its watches were the old connection's. What it checks as it goes:
+/// fate the member cannot learn) it connects again and replays its
+/// watches (`setWatches` with the last zxid it saw), as ZooKeeper clients
+/// do. What it checks as it goes:
 /// a session's replies never go back in zxid, even across connections,
 /// and an event comes only for a watch that waits. What it records for
 /// [`check`]: its acknowledged writes, and its watches, fired or not.
@@ -637,6 +645,9 @@ async fn zk_client(world: Arc<World>, seed: u64, id: u64, history: Arc<Mutex<His
     let me = 100 + id;
     let mut session: Option<(i64, Vec<u8>)> = None;
     let mut last_zxid = 0i64;
+    // The session's watches: path -> the mzxid its read saw, and whether
+    // it was replayed on a later connection.
+    let mut watches: BTreeMap<String, (i64, bool)> = BTreeMap::new();
     let mut seq = 0u64;
     while !world.quiet.load(Ordering::Relaxed) {
         let to = rng.random_range(1..=MEMBERS);
@@ -668,14 +679,16 @@ async fn zk_client(world: Arc<World>, seed: u64, id: u64, history: Arc<Mutex<His
         if sid == 0 {
             world.note(format!("zk client {id}: session {:x} opened through member {to}", zk.session_id));
             session = Some((zk.session_id, zk.password.clone()));
+            watches.clear();
         } else if zk.session_id != sid {
             history.lock().violations.push(format!("resumed session {sid:x}, got {:x}", zk.session_id));
         } else {
             world.note(format!("zk client {id}: session {sid:x} resumed through member {to}"));
         }
         let sid = zk.session_id;
-        // This connection's watches: path -> the mzxid its read saw.
-        let mut watches: BTreeMap<String, i64> = BTreeMap::new();
+        // A resumed session's watches were its last connection's: they are
+        // registered again, and what changed since fires at once.
+        let mut replay = !watches.is_empty();
         for _ in 0..rng.random_range(5..40) {
             if world.quiet.load(Ordering::Relaxed) {
                 break;
@@ -683,8 +696,16 @@ async fn zk_client(world: Arc<World>, seed: u64, id: u64, history: Arc<Mutex<His
             seq += 1;
             let register = format!("/r{}", rng.random_range(0..REGISTERS));
             let data = format!("zk{id}:{seq}").into_bytes();
-            let (req, written) = match rng.random_range(0..10) {
-                0..=2 => {
+            let choice = if std::mem::take(&mut replay) { None } else { Some(rng.random_range(0..10)) };
+            let (req, written) = match choice {
+                None => {
+                    for (_, replayed) in watches.values_mut() {
+                        *replayed = true;
+                    }
+                    let data = watches.keys().cloned().collect();
+                    (Request::SetWatches(SetWatches { relative_zxid: last_zxid, data, ..SetWatches::default() }), None)
+                }
+                Some(0..=2) => {
                     let ephemeral = rng.random_bool(0.3);
                     let path = format!("/k{id}-{seq}");
                     if ephemeral {
@@ -700,11 +721,11 @@ async fn zk_client(world: Arc<World>, seed: u64, id: u64, history: Arc<Mutex<His
                     };
                     (Request::Create { opcode: op::CREATE, req }, Some(path))
                 }
-                3..=5 => {
+                Some(3..=5) => {
                     let req = Request::SetData { path: register.clone(), data: Some(data.clone()), version: -1 };
                     (req, Some(register.clone()))
                 }
-                _ => (Request::GetData { path: register.clone(), watch: !watches.contains_key(&register) }, None),
+                Some(_) => (Request::GetData { path: register.clone(), watch: !watches.contains_key(&register) }, None),
             };
             if let Some(path) = &written {
                 history.lock().proposed.entry(path.clone()).or_default().insert(data.clone());
@@ -734,10 +755,14 @@ async fn zk_client(world: Arc<World>, seed: u64, id: u64, history: Arc<Mutex<His
                         h.acked.entry(path).or_default().push((reply.zxid, data));
                         false
                     }
+                    (0, None) if matches!(req, Request::SetWatches(_)) => {
+                        world.note(format!("zk client {id}: {} watches replayed through member {to}", watches.len()));
+                        false
+                    }
                     (0, None) => {
                         match Response::decode(op::GET_DATA, &reply.body) {
                             Ok(Response::Data { stat, .. }) if matches!(req, Request::GetData { watch: true, .. }) => {
-                                watches.insert(register, stat.mzxid);
+                                watches.insert(register, (stat.mzxid, false));
                             }
                             Ok(Response::Data { .. }) => {}
                             other => h.violations.push(format!("getData from member {to} answered {other:?}")),
@@ -754,14 +779,14 @@ async fn zk_client(world: Arc<World>, seed: u64, id: u64, history: Arc<Mutex<His
                 // reply set, if it set one).
                 while let Ok(event) = events.try_recv() {
                     match watches.remove(&event.path) {
-                        Some(read) => h.fired.push((event.path, read, event.zxid)),
+                        Some((read, replayed)) => h.fired.push((event.path, read, event.zxid, replayed)),
                         None => h.violations.push(format!(
                             "session {sid:x} got an event for {} at zxid {} with no watch waiting there",
                             event.path, event.zxid
                         )),
                     }
                 }
-                for (path, read) in &watches {
+                for (path, (read, _)) in &watches {
                     h.waiting.push((path.clone(), *read, reply.zxid, format!("zk client {id} through member {to}")));
                 }
                 expired
@@ -1166,12 +1191,15 @@ async fn check(world: &Arc<World>, history: &History) {
     let first_change = |path: &str, after: i64| {
         history.acked.get(path).into_iter().flatten().map(|(zxid, _)| *zxid).filter(|z| *z > after).min()
     };
-    for (path, read, event) in &history.fired {
+    for (path, read, event, replayed) in &history.fired {
         if event <= read {
             fail(format!("a watch on {path} whose read saw zxid {read} fired for zxid {event}"));
         }
+        // (A replayed watch that fires at once carries the zxid of the
+        // state its replay saw, not of the change.)
         if let Some(first) = first_change(path, *read)
             && *event > first
+            && !replayed
         {
             fail(format!("a watch on {path} set at zxid {read} fired at {event}, not for the change at {first}"));
         }
@@ -1218,9 +1246,10 @@ fn summary(seed: u64, trace: &[String]) -> String {
     format!(
         "seed {seed}: {} writes acknowledged and kept; {} crashes ({} torn), {} fsync failures, {} power cuts \
          mid-write, {} restarts after a storage error ({} torn), {} partitions, {} loss changes, {} connections \
-         dialled, {} reset, {} members demoted or removed; sessions: {} opened, {} resumed on another member, \
-         {} closed or expired, {} writes as an ended session refused; over ZooKeeper connections: {} writes \
-         acknowledged, {} sessions opened, {} resumed, {} refused as gone, {} connections lost; {}",
+         dialled, {} reset, {} members demoted or removed, {} snapshots installed; sessions: {} opened, {} resumed \
+         on another member, {} closed or expired, {} writes as an ended session refused; over ZooKeeper \
+         connections: {} writes acknowledged, {} sessions opened, {} resumed, {} refused as gone, {} connections \
+         lost, {} watch replays; {}",
         count(&[" acked at "]),
         count(&["crash member"]),
         count(&["crash member", torn]),
@@ -1233,6 +1262,7 @@ fn summary(seed: u64, trace: &[String]) -> String {
         count(&["dial "]),
         count(&["reset ", "->"]),
         count(&["demote member"]) + count(&["remove member"]),
+        count(&["installed a snapshot"]),
         count(&["open a session", "Connected"]),
         count(&["resume session", "Connected"]),
         count(&["close session", "Closed"]) + count(&["expire session", "Some(None)"]),
@@ -1242,6 +1272,7 @@ fn summary(seed: u64, trace: &[String]) -> String {
         count(&["zk client", "resumed through"]),
         count(&["zk client", "refused by member"]),
         count(&["zk client", "connection to member", "lost"]),
+        count(&["zk client", "watches replayed"]),
         trace.iter().rev().find(|l| l.contains("watch events checked")).map_or("", |l| l.trim_start()),
     )
 }

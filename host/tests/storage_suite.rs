@@ -29,6 +29,8 @@ impl ApplySink for Discard {
     fn publish(&self, _applied_index: u64, outcomes: Vec<Applied>) {
         assert!(outcomes.iter().all(|a| a.origin.is_none()), "the Suite applies no client commands");
     }
+
+    fn installed(&self, _applied_index: u64, _sessions: Vec<(i64, i32)>) {}
 }
 
 /// Builds a store whose log keeps `tail_bytes` of flushed entries in memory.

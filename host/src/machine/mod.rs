@@ -200,6 +200,12 @@ pub struct Applied {
 /// must queue and return, never block.
 pub trait ApplySink: Send + Sync {
     fn publish(&self, applied_index: u64, outcomes: Vec<Applied>);
+
+    /// The state was replaced by a snapshot's, applied through
+    /// `applied_index`, whose live sessions are `sessions` (id, timeout):
+    /// the entries it covers were never published here. Called under the
+    /// gate, as `publish` is.
+    fn installed(&self, applied_index: u64, sessions: Vec<(i64, i32)>);
 }
 
 /// What a log entry holds, as the machine sees it.
@@ -505,8 +511,13 @@ impl StateDb {
         ReadView::open(self.db.begin_read()?)
     }
 
-    /// Replaces the whole state with a snapshot's (see [`snapshot::install`]).
-    pub fn install(&self, source: &mut dyn std::io::Read) -> Result<Meta, snapshot::SnapshotError> {
+    /// Replaces the whole state with a snapshot's (see [`snapshot::install`])
+    /// and tells `sink`, before any read sees the new state.
+    pub fn install(
+        &self,
+        source: &mut dyn std::io::Read,
+        sink: &dyn ApplySink,
+    ) -> Result<Meta, snapshot::SnapshotError> {
         let closed = self.closed.lock();
         if *closed {
             return Err(StoreError::Closed.into());
@@ -515,6 +526,8 @@ impl StateDb {
         let meta = snapshot::install(&self.db, source)?;
         *self.meta.lock() = meta.clone();
         *self.last_sync.lock() = tokio::time::Instant::now();
+        let sessions = self.read_ungated()?.all_sessions()?.into_iter().map(|(id, s)| (id, s.timeout_ms)).collect();
+        sink.installed(meta.applied_index, sessions);
         drop(gate);
         drop(closed);
         // The snapshot's plugins are new to this member: compile them now,

@@ -287,13 +287,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: File) -> Result<(), io::Error> {
-        let state = self.state.clone();
+        let (state, sink) = (self.state.clone(), self.sink.clone());
         let dir = self.snapshots.clone();
         let index = meta.last_log_id.as_ref().map_or(0, |l| l.index());
         super::runtime::blocking(move || {
             let tmp = dir.tmp();
             let mut tee = Tee { src: BufReader::new(snapshot), copy: BufWriter::new(File::create(&tmp)?) };
-            let installed = state.install(&mut tee).map_err(io_err)?;
+            let installed = state.install(&mut tee, sink.as_ref()).map_err(io_err)?;
             io::copy(&mut tee.src, &mut tee.copy)?;
             tee.copy.into_inner().map_err(io_err)?.sync_all()?;
             dir.publish(&tmp, index)?;

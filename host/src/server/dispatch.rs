@@ -253,4 +253,27 @@ impl ApplySink for Dispatcher {
             let _ = self.changes.send(changes.into());
         }
     }
+
+    /// This member caught up from a snapshot: the changes it covers fired
+    /// no watch here, and the replies of the requests they answered were
+    /// never published. Like a ZooKeeper follower that resynchronizes,
+    /// the member drops its clients: they reconnect (here or elsewhere),
+    /// their requests in flight fail with ConnectionLoss, and they replay
+    /// their watches with `setWatches`, which fires what changed since
+    /// their last zxid. The sessions in the snapshot are this member's to
+    /// time now, each with a full timeout.
+    fn installed(&self, applied_index: u64, sessions: Vec<(i64, i32)>) {
+        self.liveness.replace(sessions, Instant::now());
+        let conns = self.conns.lock();
+        // In id order: the same order every run (the simulation replays).
+        let mut ids: Vec<ConnId> = conns.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            Self::send(&conns, id, ConnMsg::Close("this member caught up from a snapshot"));
+        }
+        // Admin API calls waiting for an entry the snapshot covers fail.
+        self.waiters.lock().clear();
+        self.applied.store(applied_index, Ordering::Release);
+        tracing::info!(applied_index, "caught up from a snapshot: client connections dropped");
+    }
 }

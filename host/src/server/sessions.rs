@@ -40,6 +40,17 @@ impl Liveness {
         self.sessions.lock().remove(&id);
     }
 
+    /// The state was replaced (a snapshot installed): `sessions` (id,
+    /// timeout) are the live ones now, each with a full timeout from `now`.
+    pub fn replace(&self, sessions: Vec<(i64, i32)>, now: Instant) {
+        let mut live = self.sessions.lock();
+        live.clear();
+        for (id, timeout_ms) in sessions {
+            let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
+            live.insert(id, Entry { timeout, deadline: now + timeout, expiring: false });
+        }
+    }
+
     /// The session was heard from.
     pub fn touch(&self, id: i64, now: Instant) {
         if let Some(e) = self.sessions.lock().get_mut(&id) {

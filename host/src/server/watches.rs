@@ -77,9 +77,7 @@ impl Watches {
                 if let Some(set) = self.by_conn.get_mut(&c) {
                     set.remove(&(kind, path.to_owned()));
                 }
-                if !out.contains(&c) {
-                    out.push(c);
-                }
+                out.push(c);
             }
         }
     }
@@ -87,16 +85,13 @@ impl Watches {
     /// Persistent watches of `kind` on `path`, kept.
     fn peek(&self, kind: WatchKind, path: &str, out: &mut Vec<ConnId>) {
         if let Some(conns) = self.tables[kind.index()].get(path) {
-            for c in conns {
-                if !out.contains(c) {
-                    out.push(*c);
-                }
-            }
+            out.extend(conns);
         }
     }
 
     /// The connections to notify of an event, with their one-shot watches
-    /// removed. Each connection appears once.
+    /// removed. Each connection appears once, in id order (the same order
+    /// every run: the simulation replays).
     pub fn trigger(&mut self, event: EventType, p: &str) -> Vec<ConnId> {
         let mut out = Vec::new();
         match event {
@@ -118,6 +113,8 @@ impl Watches {
                 }
             }
         }
+        out.sort_unstable();
+        out.dedup();
         out
     }
 
@@ -220,11 +217,6 @@ impl Watches {
 mod tests {
     use super::*;
 
-    fn sorted(mut v: Vec<ConnId>) -> Vec<ConnId> {
-        v.sort();
-        v
-    }
-
     #[test]
     fn one_event_per_connection_and_one_shot() {
         let mut w = Watches::default();
@@ -232,7 +224,8 @@ mod tests {
         w.add(WatchKind::Child, "/a", 1);
         w.add(WatchKind::Data, "/a", 2);
         assert_eq!(w.count(), 3);
-        assert_eq!(sorted(w.trigger(EventType::NodeDeleted, "/a")), vec![1, 2]);
+        w.add(WatchKind::Data, "/a", 0);
+        assert_eq!(w.trigger(EventType::NodeDeleted, "/a"), vec![0, 1, 2], "once each, in id order");
         assert_eq!(w.trigger(EventType::NodeDeleted, "/a"), Vec::<ConnId>::new());
         assert_eq!(w.count(), 0);
     }
@@ -260,7 +253,7 @@ mod tests {
             assert_eq!(w.trigger(EventType::NodeDataChanged, "/p"), vec![1, 3]);
             assert_eq!(w.trigger(EventType::NodeChildrenChanged, "/p"), vec![1]);
         }
-        assert_eq!(sorted(w.trigger(EventType::NodeCreated, "/r/x/y")), vec![2, 3]);
+        assert_eq!(w.trigger(EventType::NodeCreated, "/r/x/y"), vec![2, 3]);
         assert_eq!(w.trigger(EventType::NodeChildrenChanged, "/r/x"), Vec::<ConnId>::new());
         assert_eq!(w.trigger(EventType::NodeDeleted, "/rr"), vec![3], "/rr is not under /r");
         assert!(w.has(2, "/r", &[WatchKind::PersistentRecursive]));
