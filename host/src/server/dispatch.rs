@@ -277,3 +277,30 @@ impl ApplySink for Dispatcher {
         tracing::info!(applied_index, "caught up from a snapshot: client connections dropped");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::watches::WatchKind;
+    use std::time::Duration;
+
+    #[test]
+    fn a_snapshot_install_drops_the_clients_and_times_the_snapshots_sessions() {
+        let liveness = Arc::new(Liveness::default());
+        let d = Dispatcher::new(1, liveness.clone(), 10);
+        // Session 7 ended inside the snapshot; session 8 began there.
+        liveness.add(7, 1000, Instant::now());
+        let (mut inbox, _) = d.register(42, "127.0.0.1:1".parse().unwrap(), 8, CancellationToken::new());
+        d.watches.lock().add(WatchKind::Data, "/a", 42);
+        let mut waiter = d.wait_for(99);
+
+        d.installed(50, vec![(8, 2000)]);
+        assert!(matches!(inbox.try_recv(), Ok(ConnMsg::Close(_))), "the client is dropped, to resync");
+        assert!(waiter.try_recv().is_err(), "an admin call waiting for a covered entry fails");
+        assert_eq!(d.applied(), 50);
+        assert_eq!(liveness.len(), 1);
+        let now = Instant::now();
+        assert!(liveness.take_expired(now + Duration::from_millis(1500)).is_empty(), "a full timeout from now");
+        assert_eq!(liveness.take_expired(now + Duration::from_millis(2500)), vec![8]);
+    }
+}
