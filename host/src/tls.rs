@@ -124,6 +124,7 @@ pub async fn reload_loop(tls: Arc<impl Reload>, every: Duration, stop: Cancellat
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }

@@ -296,6 +296,7 @@ async fn pump(
         let _ = wr.shutdown().await;
     };
     tokio::select! {
+        biased;
         _ = reset.cancelled() => {}
         _ = async { tokio::join!(carry, deliver) } => {}
     }
@@ -308,6 +309,7 @@ async fn pump(
 /// connections end with it, as a process's do).
 async fn serve(from: u64, member: Member, stream: DuplexStream) {
     tokio::select! {
+        biased;
         _ = member.stop.cancelled() => {}
         _ = serve_peer(member.shared.clone(), stream, sim_addr(from), |_, _| true) => {}
     }
@@ -319,6 +321,7 @@ async fn serve_client(from: u64, member: Member, stream: DuplexStream) {
     let (rd, wr) = tokio::io::split(stream);
     let conn = connection::serve(member.shared.clone(), (Box::new(rd), Box::new(wr)), sim_addr(from), Vec::new());
     tokio::select! {
+        biased;
         _ = member.stop.cancelled() => {}
         _ = conn => {}
     }

@@ -193,6 +193,7 @@ impl Pace {
                 return;
             }
             tokio::select! {
+                biased;
                 _ = changed => {}
                 _ = tokio::time::sleep_until(deadline) => return,
             }

@@ -36,7 +36,7 @@
 //! links are TCP; the deterministic simulation dials its own in-memory
 //! streams ([`Dialer::Custom`]) and runs this same code over them.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::io::{Read, Write};
@@ -230,8 +230,9 @@ pub async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R, max: usize) -> Resul
     postcard::from_bytes(&body).map(Some).map_err(|e| LinkError::Malformed(e.to_string()))
 }
 
-/// The calls waiting for an answer on one connection.
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Resp>>>>;
+/// The calls waiting for an answer on one connection, by id: when it ends
+/// they fail in the order they were made (the simulation replays).
+type Pending = Arc<Mutex<BTreeMap<u64, oneshot::Sender<Resp>>>>;
 
 /// One open, authenticated connection.
 struct Conn {
@@ -332,8 +333,9 @@ impl Link {
         tokio::spawn(async move {
             loop {
                 let next = tokio::select! {
-                    n = rx.recv() => n,
+                    biased;
                     _ = writer_closed.cancelled() => None,
+                    n = rx.recv() => n,
                 };
                 let Some((id, req)) = next else { break };
                 if write_frame(&mut wr, &Frame::Request { id, req }).await.is_err() {
@@ -346,8 +348,9 @@ impl Link {
         tokio::spawn(async move {
             loop {
                 let frame = tokio::select! {
-                    f = read_frame(&mut rd, max) => f,
+                    biased;
                     _ = reader_closed.cancelled() => break,
+                    f = read_frame(&mut rd, max) => f,
                 };
                 let Ok(Some(Frame::Response { id, resp })) = frame else { break };
                 let waiter = reader_pending.lock().remove(&id);
@@ -632,6 +635,7 @@ impl RaftNetworkV2<TypeConfig> for Peer {
             let done = data.len() < chunk;
             let req = Req::SnapshotChunk { start: start.take(), data, done };
             let resp = tokio::select! {
+                biased;
                 closed = &mut cancel => return Err(StreamingError::Closed(closed)),
                 r = self.snapshot_link.call(req) => r.map_err(streaming)?,
             };

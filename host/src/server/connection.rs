@@ -252,8 +252,9 @@ impl Conn {
     async fn flush(&mut self) -> Result<(), ConnError> {
         if !self.out.is_empty() {
             tokio::select! {
-                r = self.wr.write_all(&self.out) => r?,
+                biased;
                 _ = self.kill.cancelled() => return Err(ConnError::Closed("dropped by the server")),
+                r = self.wr.write_all(&self.out) => r?,
             }
             self.out.clear();
         }
@@ -333,6 +334,7 @@ impl Conn {
         let expires = tokio::time::Instant::now() + deadline;
         let reply = loop {
             let msg = tokio::select! {
+                biased;
                 msg = self.inbox.recv() => msg,
                 // A set-up that cannot commit (the leader changed as it was
                 // proposed) fails now, not at the deadline: the client

@@ -522,6 +522,7 @@ async fn accept_loop(
 ) {
     loop {
         let (stream, peer) = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -572,6 +573,7 @@ async fn expiry_loop(s: Arc<Shared>, stop: CancellationToken) {
     let mut was_leader = s.raft.is_leader();
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
@@ -609,6 +611,7 @@ async fn trim_loop(s: Arc<Shared>, every: Duration, stop: CancellationToken) {
     let mut trimmed_at = None;
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
@@ -637,6 +640,7 @@ async fn reap_loop(s: Arc<Shared>, stop: CancellationToken) {
     let per_check = (c.container_max_per_minute as u64 * c.container_check_interval_ms / 60_000).max(1) as usize;
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }

@@ -32,6 +32,7 @@ use crate::raft::{NodeInfo, TypeConfig};
 pub async fn listen(s: Arc<Shared>, listener: TcpListener, stop: CancellationToken) {
     loop {
         let (stream, peer) = tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -471,6 +472,7 @@ pub async fn leader_watch(s: Arc<Shared>, stop: CancellationToken) {
         }
         seen = Some(now);
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             r = rx.changed() => if r.is_err() { return },
         }
@@ -493,6 +495,7 @@ pub async fn publish_member_info(
     let mut tick = tokio::time::interval(Duration::from_millis(s.config.session_check_ms.max(100)));
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
@@ -520,6 +523,7 @@ pub async fn report_loop(s: Arc<Shared>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(s.config.session_check_ms));
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
