@@ -55,8 +55,7 @@ pub type Raft = openraft::Raft<TypeConfig, state_machine::StateMachine>;
 /// still counts among the joint voters, and a change asked of it then
 /// starts from `{1,3}` and leaves it out of both halves. Both were found
 /// by the deterministic simulation (`host/tests/sim.rs`, whose
-/// `membership_bug_seeds_pass` keeps a seed for each), which asks through
-/// this too.
+/// `bug_seeds_pass` keeps a seed for each), which asks through this too.
 pub async fn step_down_unless_voter(raft: &Raft, me: u64) -> Option<String> {
     use openraft::rt::WatchReceiver;
     let metrics = raft.metrics().borrow_watched().clone();

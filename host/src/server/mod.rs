@@ -210,10 +210,8 @@ impl Shared {
         let sessions = crate::raft::runtime::blocking(move || state.read_ungated()?.all_sessions())
             .await
             .map_err(|e| StartError::Raft(format!("loading sessions: {e}")))??;
-        let now = Instant::now();
-        for (id, session) in sessions {
-            self.dispatch.liveness.add(id, session.timeout_ms, now);
-        }
+        let sessions = sessions.into_iter().map(|(id, s)| (id, s.timeout_ms)).collect();
+        self.dispatch.liveness.replace(sessions, Instant::now());
         Ok(())
     }
 

@@ -40,8 +40,8 @@ impl Liveness {
         self.sessions.lock().remove(&id);
     }
 
-    /// The state was replaced (a snapshot installed): `sessions` (id,
-    /// timeout) are the live ones now, each with a full timeout from `now`.
+    /// `sessions` (id, timeout) are the live ones now, each with a full
+    /// timeout from `now`: after a start, or a snapshot installed.
     pub fn replace(&self, sessions: Vec<(i64, i32)>, now: Instant) {
         let mut live = self.sessions.lock();
         live.clear();
