@@ -1,7 +1,8 @@
 //! openraft's storage conformance Suite (45 checks) against Corral's redb
 //! log store and state machine: no holes, ordered writes, the purge pointer
 //! surviving, membership recovery, snapshot build and install. Then a
-//! snapshot built while another is installed, which openraft allows.
+//! snapshot built while another is installed, which openraft allows, and
+//! the log on a disk that crashes at any write or fails a sync.
 
 // Each test binary uses its part of the crash disk.
 #[allow(dead_code)]
@@ -310,5 +311,160 @@ fn the_log_holds_a_batch_only_while_a_leaders_apply_is_behind() {
         runtime.enable_all().build().unwrap().block_on(scenario());
         // Nothing was held for the whole minute.
         assert!(started.elapsed() < Duration::from_secs(40), "held for {:?}", started.elapsed());
+    }
+}
+
+/// One step of the log crash test.
+#[derive(Debug, Clone)]
+enum LogOp {
+    /// Appends this many entries of the current term.
+    Append(u64),
+    /// Truncates this many entries off the end, then moves to a new term.
+    Truncate(u64),
+    /// Purges up to this many entries from the start.
+    Purge(u64),
+    /// Votes in the next term.
+    Vote,
+}
+
+fn arb_log_op() -> impl proptest::strategy::Strategy<Value = LogOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (1u64..40).prop_map(LogOp::Append),
+        1 => (0u64..10).prop_map(LogOp::Truncate),
+        1 => (1u64..60).prop_map(LogOp::Purge),
+        1 => Just(LogOp::Vote),
+    ]
+}
+
+/// What a log holds, as its owner was told: the terms of the entries after
+/// the purge point, the purge point and the vote.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct LogModel {
+    /// Index to term, for entries after `purged`.
+    entries: std::collections::BTreeMap<u64, u64>,
+    purged: u64,
+    vote_term: Option<u64>,
+}
+
+/// Reads back what a log store holds after `purged`.
+async fn read_model(log: &mut LogStore) -> LogModel {
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+    let state = log.get_log_state().await.expect("log state");
+    let purged = state.last_purged_log_id.map_or(0, |l| l.index());
+    let last = state.last_log_id.map_or(0, |l| l.index());
+    let entries = log.try_get_log_entries(purged + 1..last + 1).await.expect("entries after the purge point");
+    assert_eq!(entries.len() as u64, last - purged, "no holes between the purge point and the last entry");
+    let vote_term = log.read_vote().await.expect("vote").map(|v| v.leader_id().term);
+    let entries = entries.iter().map(|e| (e.log_id.index(), e.log_id.leader_id.term)).collect();
+    LogModel { entries, purged, vote_term }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 200, ..Default::default() })]
+
+    /// The Raft log on a disk that loses power at any write, length change
+    /// or sync, or fails a sync: redb reopens the image (whether it keeps
+    /// only what was synced, any subset of the rest, or all of it), and
+    /// the log holds exactly what its owner was last told it holds, or the
+    /// step it was attempting when the disk failed (a batch is atomic):
+    /// every acknowledged entry, no holes, the acknowledged vote.
+    #[test]
+    fn a_crashed_log_reopens_with_every_acknowledged_step(
+        ops in proptest::collection::vec(arb_log_op(), 1..24),
+        power_after in proptest::option::of(0u32..300),
+        fail_sync_at in proptest::option::of(0usize..24),
+        torn_seed in proptest::prelude::any::<u64>(),
+        failed_start in proptest::prelude::any::<bool>(),
+    ) {
+        use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+        use openraft::testing::blank_ent;
+        use rand::{Rng, SeedableRng};
+
+        TypeConfig::run(async move {
+            let disk = common::CrashDisk::default();
+            let db = redb::Database::builder().create_with_backend(disk.clone()).expect("log database");
+            let mut log = LogStore::on(db, 1 << 20).expect("log store opens");
+            if let Some(n) = power_after {
+                disk.cut_power_after(n);
+            }
+            let (mut acked, mut term) = (LogModel::default(), 1u64);
+            let mut attempted = acked.clone();
+            // The term of every index appended, purged or not.
+            let mut terms = std::collections::BTreeMap::new();
+            for (step, op) in ops.iter().enumerate() {
+                if fail_sync_at == Some(step) {
+                    disk.fail_syncs(1);
+                }
+                let last = acked.entries.last_key_value().map_or(acked.purged, |(&i, _)| i);
+                let done = match *op {
+                    LogOp::Append(n) => {
+                        let new: Vec<_> = (last + 1..=last + n).map(|i| blank_ent::<TypeConfig>(term, 1, i)).collect();
+                        attempted.entries.extend(new.iter().map(|e| (e.log_id.index(), term)));
+                        terms.extend(new.iter().map(|e| (e.log_id.index(), term)));
+                        log.blocking_append(new).await.is_ok()
+                    }
+                    LogOp::Truncate(n) => {
+                        let keep = last.saturating_sub(n).max(acked.purged);
+                        attempted.entries.retain(|&i, _| i <= keep);
+                        term += 1;
+                        let at = (keep > 0).then(|| log_id::<TypeConfig>(terms[&keep], 1, keep));
+                        log.truncate_after(at).await.is_ok()
+                    }
+                    LogOp::Purge(n) => {
+                        let upto = (acked.purged + n).min(last);
+                        if upto <= acked.purged {
+                            continue;
+                        }
+                        attempted.entries.retain(|&i, _| i > upto);
+                        attempted.purged = upto;
+                        log.purge(log_id::<TypeConfig>(terms[&upto], 1, upto)).await.is_ok()
+                    }
+                    LogOp::Vote => {
+                        term += 1;
+                        attempted.vote_term = Some(term);
+                        let vote = openraft::Vote::new(term, 1);
+                        log.save_vote(&vote).await.is_ok()
+                    }
+                };
+                if !done {
+                    break;
+                }
+                acked = attempted.clone();
+            }
+            // Pull the plug: keep only what was synced, a random part of
+            // the rest, or all of it (the process died, not the machine).
+            let mut rng = rand::rngs::SmallRng::seed_from_u64(torn_seed);
+            let mode = torn_seed % 3;
+            let mut image = disk.crash(|| mode == 2 || (mode == 1 && rng.random_bool(0.5)));
+            log.close();
+            drop(log);
+            if failed_start {
+                // A start whose own first commit fails, then another crash.
+                image.fail_syncs(1);
+                if let Ok(db) = redb::Database::builder().create_with_backend(image.clone()) {
+                    let _ = LogStore::on(db, 1 << 20);
+                }
+                image = image.crash(|| rng.random_bool(0.5));
+            }
+            let db = redb::Database::builder().create_with_backend(image).expect("the crashed log reopens");
+            let mut log = LogStore::on(db, 1 << 20).expect("the log store opens");
+            let found = read_model(&mut log).await;
+            // A purge deletes lazily: entries at or below the purge point
+            // may remain, and are not read.
+            let entries_after = |m: &LogModel, purged: u64| {
+                m.entries.range(purged + 1..).map(|(&i, &t)| (i, t)).collect::<Vec<_>>()
+            };
+            let is = |m: &LogModel| {
+                m.purged == found.purged
+                    && m.vote_term == found.vote_term
+                    && entries_after(m, found.purged) == entries_after(&found, found.purged)
+            };
+            assert!(
+                is(&acked) || is(&attempted),
+                "reopened log {found:?}\nis neither the acknowledged one {acked:?}\nnor the attempted one {attempted:?}"
+            );
+            log.close();
+        });
     }
 }
