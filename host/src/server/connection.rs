@@ -9,9 +9,10 @@
 //! - a read runs once everything ahead of it is answered, so it sees the
 //!   session's own writes and never a later one.
 //!
-//! Reads run on a blocking thread, under the state's visibility gate, and
-//! any watch events already queued in the inbox are written before their
-//! replies: a client never sees new data before the event that announces it.
+//! Reads run under the state's visibility gate, and any watch events already
+//! queued in the inbox are written before their replies: a client never sees
+//! new data before the event that announces it. Short reads run in the
+//! connection's task; the rest on a blocking thread.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -66,8 +67,11 @@ pub enum ConnError {
 /// Most consecutive reads run under one gate hold.
 const READ_BATCH_MAX: usize = 64;
 
-/// At most this many point reads run inline in the connection's task.
+/// At most this many short reads run inline in the connection's task.
 const INLINE_READS_MAX: usize = 8;
+
+/// A children list is a short read up to this many children.
+const INLINE_CHILDREN_MAX: i32 = 256;
 
 /// Messages handled from the inbox before the output is written out.
 const INBOX_DRAIN_MAX: usize = 64;
@@ -651,14 +655,18 @@ impl Conn {
     async fn run_reads(&mut self, batch: Vec<Work>) -> Result<(), ConnError> {
         let shared = self.shared.clone();
         let ctx = ReadCtx { conn: self.id, session: self.session, identity: self.identity.clone() };
-        // Short point reads run in this task when the state is not in the
+        // A few short reads run in this task when the state is not in the
         // middle of making a batch visible; the rest, and any read that
         // would wait for that, go to a blocking thread (the thread hop
         // costs more than the read it carries).
-        let inline = batch.len() <= INLINE_READS_MAX && batch.iter().all(is_point_read);
-        let done = match if inline { self.shared.state.try_read()? } else { None } {
-            Some((gate, view)) => Some(run_reads_in(&self.shared, &ctx, &batch, gate, view)?),
-            None => None,
+        let done = match batch.len() <= INLINE_READS_MAX {
+            true => match self.shared.state.try_read()? {
+                Some((gate, view)) if is_short(&view, &batch)? => {
+                    Some(run_reads_in(&self.shared, &ctx, &batch, gate, view)?)
+                }
+                _ => None,
+            },
+            false => None,
         };
         let (zxid, out, timings) = match done {
             Some(done) => done,
@@ -842,15 +850,25 @@ fn run_reads(shared: &Shared, ctx: &ReadCtx, batch: &[Work]) -> Result<ReadsDone
     run_reads_in(shared, ctx, batch, gate, view)
 }
 
-/// A read whose cost does not grow with the tree: one node or none.
-fn is_point_read(w: &Work) -> bool {
-    matches!(
-        w,
-        Work::Read {
-            req: Request::Ping | Request::Exists { .. } | Request::GetData { .. } | Request::GetAcl { .. },
-            ..
+/// Whether every read of `batch` is short in `view`: one node or none, or
+/// the children of a node that has at most [`INLINE_CHILDREN_MAX`].
+fn is_short(view: &ReadView, batch: &[Work]) -> Result<bool, StoreError> {
+    for w in batch {
+        let short = match w {
+            Work::Read {
+                req: Request::Ping | Request::Exists { .. } | Request::GetData { .. } | Request::GetAcl { .. },
+                ..
+            } => true,
+            Work::Read { req: Request::GetChildren { path, .. } | Request::GetChildren2 { path, .. }, .. } => {
+                view.node(path)?.is_none_or(|n| n.num_children <= INLINE_CHILDREN_MAX)
+            }
+            _ => false,
+        };
+        if !short {
+            return Ok(false);
         }
-    )
+    }
+    Ok(true)
 }
 
 fn run_reads_in(
