@@ -58,13 +58,14 @@ pub struct Api {
 }
 
 impl Api {
-    /// Runs `f` on a consistent read of the state, off the async workers.
+    /// Runs `f` on a consistent read of the state, off the async workers
+    /// (in place in the deterministic simulation: `raft::runtime::blocking`).
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&ReadView) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let state = self.shared.state.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::raft::runtime::blocking(move || {
             let (_gate, view) = state.read()?;
             f(&view)
         })

@@ -89,10 +89,11 @@ pub type Dial = dyn Fn(&str) -> BoxFuture<'static, std::io::Result<Box<dyn PeerS
 /// How a [`Link`] reaches a member.
 #[derive(Clone)]
 pub enum Dialer {
-    /// TCP, with mutual TLS when [`Settings::tls`] is set: a server's.
+    /// TCP: a server's.
     Tcp,
     /// Another carrier of the same frames: the deterministic simulation's
     /// links (`host/tests/sim.rs`), which delay, stall and reset them.
+    /// Either carrier gets mutual TLS when [`Settings::tls`] is set.
     Custom(Arc<Dial>),
 }
 
@@ -282,26 +283,34 @@ impl Link {
 
     async fn dial(&self) -> Result<Conn, LinkError> {
         let addr = self.addr.clone();
+        let timeout = |after| LinkError::Timeout { addr: addr.clone(), after };
+        let limit = self.settings.rpc_timeout;
         if let Dialer::Custom(dial) = &self.settings.dialer {
-            let stream = tokio::time::timeout(self.settings.rpc_timeout, dial(&addr))
+            let stream = tokio::time::timeout(limit, dial(&addr))
                 .await
-                .map_err(|_| LinkError::Timeout { addr: addr.clone(), after: self.settings.rpc_timeout })?
+                .map_err(|_| timeout(limit))?
                 .map_err(|err| LinkError::Connect { addr: addr.clone(), err })?;
-            return self.open(stream).await;
+            return self.secure(stream).await;
         }
-        let connect = TcpStream::connect(addr.as_str());
-        let stream = tokio::time::timeout(self.settings.rpc_timeout, connect)
+        let stream = tokio::time::timeout(limit, TcpStream::connect(addr.as_str()))
             .await
-            .map_err(|_| LinkError::Timeout { addr: addr.clone(), after: self.settings.rpc_timeout })?
+            .map_err(|_| timeout(limit))?
             .map_err(|err| LinkError::Connect { addr: addr.clone(), err })?;
         let _ = stream.set_nodelay(true);
+        self.secure(stream).await
+    }
+
+    /// Mutual TLS over a connected stream, when the members use it, then
+    /// [`Link::open`].
+    async fn secure<S: PeerStream>(&self, stream: S) -> Result<Conn, LinkError> {
         let Some(tls) = &self.settings.tls else { return self.open(stream).await };
+        let addr = self.addr.clone();
         // The member we mean to reach must be the one its certificate names.
         let handshake = tls.connector().connect(crate::tls::member_name(self.target), stream);
         let stream = tokio::time::timeout(self.settings.rpc_timeout, handshake)
             .await
             .map_err(|_| LinkError::Timeout { addr: addr.clone(), after: self.settings.rpc_timeout })?
-            .map_err(|err| LinkError::Connect { addr: addr.clone(), err })?;
+            .map_err(|err| LinkError::Connect { addr, err })?;
         self.open(stream).await
     }
 

@@ -542,26 +542,34 @@ async fn accept_loop(
             tokio::spawn(connection::serve(s.clone(), connection::plain(stream), peer, Vec::new()));
             continue;
         };
-        let (s, acceptor) = (s.clone(), tls.acceptor());
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let limit = Duration::from_millis(s.config.handshake_timeout_ms);
-            let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return tracing::info!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => return tracing::info!(%peer, "TLS handshake timed out"),
-            };
-            let mut ids = Vec::new();
-            if let Some(subject) = crate::tls::client_subject(stream.get_ref().1) {
-                if s.config.tls_superuser_dn.as_deref() == Some(subject.as_str()) {
-                    ids.push(crate::proto::data::Id::new("super", ""));
-                }
-                ids.push(crate::proto::data::Id::new("x509", &subject));
-            }
-            let (rd, wr) = tokio::io::split(stream);
-            connection::serve(s, (Box::new(rd), Box::new(wr)), peer, ids).await;
-        });
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_secure(s.clone(), stream, peer, tls.acceptor()));
     }
+}
+
+/// Serves a client's connection to the secure port: the TLS handshake
+/// (within `handshake_timeout_ms`), then the connection, with the `x509`
+/// identity of the certificate the client showed, if any (and `super` when
+/// that is `tls_superuser_dn`).
+pub async fn serve_secure<S>(s: Arc<Shared>, stream: S, peer: std::net::SocketAddr, acceptor: tokio_rustls::TlsAcceptor)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limit = Duration::from_millis(s.config.handshake_timeout_ms);
+    let stream = match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => return tracing::info!(%peer, "TLS handshake failed: {e}"),
+        Err(_) => return tracing::info!(%peer, "TLS handshake timed out"),
+    };
+    let mut ids = Vec::new();
+    if let Some(subject) = crate::tls::client_subject(stream.get_ref().1) {
+        if s.config.tls_superuser_dn.as_deref() == Some(subject.as_str()) {
+            ids.push(crate::proto::data::Id::new("super", ""));
+        }
+        ids.push(crate::proto::data::Id::new("x509", &subject));
+    }
+    let (rd, wr) = tokio::io::split(stream);
+    connection::serve(s, (Box::new(rd), Box::new(wr)), peer, ids).await;
 }
 
 /// On the leader, proposes the expiry of sessions that went silent. After

@@ -17,7 +17,7 @@ use futures::future::BoxFuture;
 use openraft::ChangeMembers;
 use openraft::async_runtime::WatchReceiver;
 use openraft::impls::ProgressResponder;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -46,23 +46,24 @@ pub async fn listen(s: Arc<Shared>, listener: TcpListener, stop: CancellationTok
         let s = s.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let served = match s.transport.tls.clone() {
-                None => serve_peer(s, stream, peer, |_, _| true).await,
-                Some(tls) => match tokio::time::timeout(s.transport.rpc_timeout, tls.acceptor().accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        let names = |st: &tokio_rustls::server::TlsStream<TcpStream>, from| {
-                            crate::tls::names_member(st.get_ref().1, from)
-                        };
-                        serve_peer(s, stream, peer, names).await
-                    }
-                    Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
-                    Err(_) => Err("TLS handshake timed out".into()),
-                },
-            };
-            if let Err(e) = served {
+            if let Err(e) = accept_peer(s, stream, peer).await {
                 tracing::info!(%peer, "raft peer connection ended: {e}");
             }
         });
+    }
+}
+
+/// Serves a connection a member opened, over mutual TLS when the members
+/// use it: the certificate it shows must name the member it says it is.
+pub async fn accept_peer<S: PeerStream>(s: Arc<Shared>, stream: S, peer: std::net::SocketAddr) -> Result<(), String> {
+    let Some(tls) = s.transport.tls.clone() else { return serve_peer(s, stream, peer, |_, _| true).await };
+    match tokio::time::timeout(s.transport.rpc_timeout, tls.acceptor().accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let names = |st: &tokio_rustls::server::TlsStream<S>, from| crate::tls::names_member(st.get_ref().1, from);
+            serve_peer(s, stream, peer, names).await
+        }
+        Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+        Err(_) => Err("TLS handshake timed out".into()),
     }
 }
 
