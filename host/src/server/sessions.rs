@@ -18,8 +18,12 @@ use parking_lot::Mutex;
 struct Entry {
     timeout: Duration,
     deadline: Instant,
-    /// An expiry is proposed and not applied yet.
-    expiring: bool,
+    /// When an expiry was proposed that has not applied yet. A proposal
+    /// can be lost without a word (refused by a core that had just stopped
+    /// leading, or cut from the log by the next leader while this node's
+    /// check still saw it lead): one that has not applied within another
+    /// timeout is proposed again.
+    expiring: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -33,7 +37,7 @@ impl Liveness {
     /// A session that is live in the replicated state.
     pub fn add(&self, id: i64, timeout_ms: i32, now: Instant) {
         let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
-        self.sessions.lock().insert(id, Entry { timeout, deadline: now + timeout, expiring: false });
+        self.sessions.lock().insert(id, Entry { timeout, deadline: now + timeout, expiring: None });
     }
 
     pub fn remove(&self, id: i64) {
@@ -47,7 +51,7 @@ impl Liveness {
         live.clear();
         for (id, timeout_ms) in sessions {
             let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
-            live.insert(id, Entry { timeout, deadline: now + timeout, expiring: false });
+            live.insert(id, Entry { timeout, deadline: now + timeout, expiring: None });
         }
     }
 
@@ -71,20 +75,21 @@ impl Liveness {
     pub fn restart_all(&self, now: Instant) {
         for e in self.sessions.lock().values_mut() {
             e.deadline = now + e.timeout;
-            e.expiring = false;
+            e.expiring = None;
         }
     }
 
-    /// Sessions past their deadline that have no expiry in flight; they are
-    /// marked as expiring. Ordered by id, so proposals are deterministic.
+    /// Sessions past their deadline with no expiry in flight (none proposed
+    /// within their timeout); they are marked as expiring from `now`.
+    /// Ordered by id, so proposals are deterministic.
     pub fn take_expired(&self, now: Instant) -> Vec<i64> {
         let mut out: Vec<i64> = self
             .sessions
             .lock()
             .iter_mut()
-            .filter(|(_, e)| !e.expiring && e.deadline <= now)
+            .filter(|(_, e)| e.deadline <= now && e.expiring.is_none_or(|at| now >= at + e.timeout))
             .map(|(id, e)| {
-                e.expiring = true;
+                e.expiring = Some(now);
                 *id
             })
             .collect();
@@ -95,7 +100,7 @@ impl Liveness {
     /// An expiry proposal failed (lost leadership): try again later.
     pub fn unmark(&self, id: i64) {
         if let Some(e) = self.sessions.lock().get_mut(&id) {
-            e.expiring = false;
+            e.expiring = None;
         }
     }
 
@@ -125,5 +130,25 @@ mod tests {
         l.restart_all(t0 + Duration::from_millis(1100));
         assert_eq!(l.take_expired(t0 + Duration::from_millis(2000)), Vec::<i64>::new());
         assert_eq!(l.take_expired(t0 + Duration::from_millis(2100)), vec![1, 2]);
+    }
+
+    /// An expiry that never applies (its proposal lost) is proposed again
+    /// once another timeout passes, as long as the session stays silent.
+    #[test]
+    fn a_lost_expiry_is_proposed_again() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let l = Liveness::default();
+        l.add(1, 1000, t0);
+        l.add(2, 1000, t0);
+        assert_eq!(l.take_expired(ms(1000)), vec![1, 2]);
+        assert_eq!(l.take_expired(ms(1999)), Vec::<i64>::new());
+        // Session 2 spoke up in the meantime: its deadline moved.
+        l.touch(2, ms(1500));
+        assert_eq!(l.take_expired(ms(2000)), vec![1]);
+        assert_eq!(l.take_expired(ms(2500)), vec![2]);
+        // An applied expiry removes the session: nothing more to propose.
+        l.remove(1);
+        assert_eq!(l.take_expired(ms(5000)), vec![2]);
     }
 }
