@@ -992,12 +992,10 @@ async fn http_call(
         .ok_or_else(|| bad("a response without content-length"))?
         .map_err(|_| bad("a bad content-length"))?;
     let mut body = buf.split_off(end);
-    while body.len() < length {
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk).await? {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n => body.extend_from_slice(&chunk[..n]),
-        }
+    if body.len() < length {
+        let have = body.len();
+        body.resize(length, 0);
+        stream.read_exact(&mut body[have..]).await?;
     }
     let json = serde_json::from_slice(&body[..length]).map_err(|_| bad("a body that is not JSON"))?;
     Ok((status, json))

@@ -659,14 +659,11 @@ impl Conn {
         // middle of making a batch visible; the rest, and any read that
         // would wait for that, go to a blocking thread (the thread hop
         // costs more than the read it carries).
-        let done = match batch.len() <= INLINE_READS_MAX {
-            true => match self.shared.state.try_read()? {
-                Some((gate, view)) if is_short(&view, &batch)? => {
-                    Some(run_reads_in(&self.shared, &ctx, &batch, gate, view)?)
-                }
-                _ => None,
-            },
-            false => None,
+        let done = match if batch.len() <= INLINE_READS_MAX { self.shared.state.try_read()? } else { None } {
+            Some((gate, view)) if is_short(&view, &batch)? => {
+                Some(run_reads_in(&self.shared, &ctx, &batch, gate, view)?)
+            }
+            _ => None,
         };
         let (zxid, out, timings) = match done {
             Some(done) => done,
